@@ -1,0 +1,173 @@
+"""Engine wiring: which model a turn talks to, and one agent run per turn.
+
+The agent loop is ``smooth_operator_core.SmoothAgent``; this module only chooses
+its LLM provider and options. ``smooth_operator_core`` and the ``openai`` client
+are imported inside functions, the first time a turn or :func:`warm_up` needs
+them, so importing this module stays cheap.
+
+Model modes:
+
+``gateway``
+    Any OpenAI-compatible endpoint, from ``SMOOAI_GATEWAY_URL`` and
+    ``SMOOAI_GATEWAY_KEY`` (model from ``SMOOTH_AGENT_MODEL``).
+``mock``
+    Every turn answers the same text, through the engine's ``MockLlmProvider``.
+``offline``
+    No model: the best knowledge-base passage answers (see :mod:`.offline`).
+``unavailable``
+    No key configured; ``send_message`` gets a clean ``LLM_UNAVAILABLE`` error.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from smooth_nb.engine.offline import CONNECT_HINT
+
+__all__ = ["CONNECT_HINT", "LlmUnavailable", "ModelSettings", "ModelRouter", "warm_up"]
+
+#: The system prompt a turn gets when the caller sets no instructions.
+DEFAULT_INSTRUCTIONS = (
+    "You are a helpful assistant running inside a developer's notebook. When a knowledge base is "
+    "provided, answer from it and mention the source; when the answer is not in it, say so."
+)
+
+
+class LlmUnavailable(Exception):
+    """No model is configured, so a turn cannot run."""
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    """How turns reach a model. The key never appears in ``repr``."""
+
+    mode: str
+    base_url: str | None = None
+    api_key: str | None = field(default=None, repr=False)
+    model: str | None = None
+    mock_reply: str | None = None
+
+    @classmethod
+    def from_env(
+        cls,
+        environ: Mapping[str, str] | None = None,
+        *,
+        mock_reply: str | None = None,
+        offline: bool = False,
+        offline_without_key: bool = False,
+    ) -> ModelSettings:
+        """Choose the mode: a mock reply or ``offline`` win, then a gateway key.
+
+        With no key, the mode is ``unavailable``, or ``offline`` when
+        ``offline_without_key`` is set (the notebook magic's choice).
+        """
+        environ = os.environ if environ is None else environ
+        model = (environ.get("SMOOTH_AGENT_MODEL") or "").strip() or None
+        if mock_reply is not None:
+            return cls(mode="mock", mock_reply=mock_reply, model=model)
+        if offline:
+            return cls(mode="offline", model=model)
+        key = (environ.get("SMOOAI_GATEWAY_KEY") or "").strip()
+        if key:
+            base_url = (environ.get("SMOOAI_GATEWAY_URL") or "").strip() or None
+            return cls(mode="gateway", base_url=base_url, api_key=key, model=model)
+        return cls(mode="offline" if offline_without_key else "unavailable", model=model)
+
+    def describe(self) -> str:
+        """Return a one-line, secret-free description for logs and cell output."""
+        if self.mode == "gateway":
+            return f"gateway {self.base_url or '(openai default URL)'}, model {self.model or '(engine default)'}"
+        if self.mode == "mock":
+            return "mock model (every turn answers the configured reply)"
+        if self.mode == "offline":
+            return "offline: no model, answers with the best knowledge-base passage"
+        return "no model configured"
+
+
+def warm_up() -> None:
+    """Import the engine and the LLM client now, so the first turn does not pay for it."""
+    import smooth_operator_core  # noqa: F401  (imported for its side effect: module load)
+
+
+class ModelRouter:
+    """Build each turn's agent on the configured model and stream its events.
+
+    The gateway client is created once and reused, so turns share its HTTP
+    connection pool.
+    """
+
+    def __init__(self, settings: ModelSettings) -> None:
+        self.settings = settings
+        self._gateway: Any = None
+
+    def _provider(self, knowledge: Any) -> Any:
+        settings = self.settings
+        if settings.mode == "gateway":
+            if self._gateway is None:
+                from smooth_operator_core import GatewayLlmProvider
+
+                self._gateway = GatewayLlmProvider(
+                    base_url=settings.base_url or "https://api.openai.com/v1", api_key=settings.api_key
+                )
+            return self._gateway
+        if settings.mode == "mock":
+            from smooth_operator_core import MockLlmProvider
+
+            return MockLlmProvider().push_text(settings.mock_reply or "")
+        if settings.mode == "offline":
+            from smooth_nb.engine.offline import OfflineKnowledgeProvider
+
+            return OfflineKnowledgeProvider(knowledge)
+        raise LlmUnavailable(
+            "no LLM is configured for this server, so it cannot run send_message turns. " + CONNECT_HINT
+        )
+
+    def check_available(self) -> None:
+        """Raise :class:`LlmUnavailable` when turns cannot run."""
+        if self.settings.mode == "unavailable":
+            self._provider(None)
+
+    async def stream(
+        self,
+        message: str,
+        history: Sequence[dict[str, Any]],
+        *,
+        knowledge: Any = None,
+        tools: Sequence[Any] = (),
+        instructions: str | None = None,
+        tool_errors: list[tuple[str, bool]] | None = None,
+    ) -> AsyncIterator[Any]:
+        """Run one turn and yield the engine's stream events.
+
+        Events carry ``type``: ``text`` (``.text``), ``tool_call`` (``.name``,
+        ``.arguments``), ``tool_result`` (``.name``, ``.result``) and a final
+        ``done`` (``.response`` with ``.text`` and ``.usage``). When
+        ``tool_errors`` is given, each tool that ran appends ``(name, is_error)``
+        to it before its ``tool_result`` event is yielded.
+        """
+        from smooth_operator_core import AgentOptions, SmoothAgent, ToolHook
+
+        provider = self._provider(knowledge)
+        hooks = []
+        if tool_errors is not None:
+
+            class _RecordToolErrors(ToolHook):
+                async def post_call(self, call: Any, result: Any) -> None:
+                    tool_errors.append((call.name, bool(result.is_error)))
+
+            hooks.append(_RecordToolErrors())
+
+        options = AgentOptions(
+            instructions=DEFAULT_INSTRUCTIONS if instructions is None else instructions,
+            knowledge=knowledge if knowledge is not None and len(knowledge) else None,
+            tools=list(tools),
+            tool_hooks=hooks,
+        )
+        if self.settings.model:
+            options.model = self.settings.model
+        agent = SmoothAgent(provider, options)
+        async for event in agent.run_stream(message, history=list(history)):
+            yield event

@@ -1,0 +1,45 @@
+"""Tools the server offers the model during a turn.
+
+A :class:`Tool` has the attributes the engine reads (``name``, ``description``,
+``parameters``, ``execute``), so it is handed to the agent as it is. Handlers
+may be plain or async functions taking the parsed arguments as one dict; a
+result that is not a string is sent to the model as JSON.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+_TOOL_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+@dataclass
+class Tool:
+    name: str
+    description: str
+    handler: Callable[[dict[str, Any]], Any]
+    parameters: dict[str, Any] = field(default_factory=lambda: {"type": "object", "properties": {}})
+    #: When set, the turn parks for a human ``confirm_tool_action`` before the tool runs.
+    confirm: bool = False
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not _TOOL_NAME.match(self.name):
+            raise ValueError(
+                f"invalid tool name {self.name!r}: use 1 to 64 letters, digits, '_' or '-' "
+                "(the limit OpenAI-compatible APIs put on function names)"
+            )
+        if not callable(self.handler):
+            raise TypeError(f"tool {self.name!r}: handler must be callable, got {type(self.handler).__name__}")
+
+    async def execute(self, arguments: dict[str, Any]) -> str:
+        result = self.handler(arguments)
+        if inspect.isawaitable(result):
+            result = await result
+        if isinstance(result, str):
+            return result
+        return json.dumps(result, default=str, ensure_ascii=False)
