@@ -40,6 +40,12 @@
     noSession: "disconnected — could not create a session",
   };
 
+  const CONFIRMATION_OUTCOME_TEXT = {
+    approved: "✓ Approved",
+    denied: "✗ Denied",
+    expired: "No longer pending: the turn ended.",
+  };
+
   // ---------------------------------------------------------------------
   // Small helpers
   // ---------------------------------------------------------------------
@@ -187,7 +193,9 @@
   const STYLESHEET = `
 .snb-root {
   font-family: var(--jp-ui-font-family, system-ui, -apple-system, "Segoe UI", sans-serif);
-  font-size: var(--jp-ui-font-size1, 13px);
+  --snb-font-size: var(--jp-ui-font-size1, 13px);
+  --snb-font-size-small: calc(var(--jp-ui-font-size1, 13px) * 0.85);
+  font-size: var(--snb-font-size);
   line-height: 1.45;
   color: var(--jp-ui-font-color1, #222);
   background: var(--jp-layout-color1, #fff);
@@ -203,7 +211,8 @@
   display: flex;
   align-items: center;
   gap: 8px;
-  padding: 7px 12px;
+  min-height: 38px;
+  padding: 4px 8px 4px 12px;
   background: var(--jp-layout-color2, #f5f5f5);
   border-bottom: 1px solid var(--jp-border-color2, #ddd);
 }
@@ -221,7 +230,7 @@
   gap: 6px;
   flex: 0 1 auto;
   min-width: 0;
-  font-size: var(--jp-ui-font-size0, 11px);
+  font-size: var(--snb-font-size-small);
   color: var(--jp-ui-font-color2, #666);
 }
 .snb-status { white-space: nowrap; overflow: hidden; text-overflow: ellipsis; }
@@ -241,7 +250,7 @@
   padding: 7px 12px;
   white-space: pre-wrap;
   overflow-wrap: anywhere;
-  font-size: var(--jp-ui-font-size0, 11px);
+  font-size: var(--snb-font-size-small);
   color: var(--jp-ui-font-color2, #555);
   background: var(--jp-layout-color2, #f7f7f7);
   border-bottom: 1px solid var(--jp-border-color2, #ddd);
@@ -259,7 +268,7 @@
 .snb-empty {
   margin: auto;
   color: var(--jp-ui-font-color3, #999);
-  font-size: var(--jp-ui-font-size1, 13px);
+  font-size: var(--snb-font-size);
 }
 .snb-message {
   max-width: 85%;
@@ -292,7 +301,7 @@
 .snb-error-code { font-weight: 600; }
 .snb-divider {
   align-self: center;
-  font-size: var(--jp-ui-font-size0, 11px);
+  font-size: var(--snb-font-size-small);
   color: var(--jp-ui-font-color3, #999);
 }
 .snb-activity:empty { display: none; }
@@ -304,7 +313,7 @@
 }
 .snb-tool {
   font-family: var(--jp-code-font-family, ui-monospace, SFMono-Regular, Menlo, monospace);
-  font-size: var(--jp-ui-font-size0, 11px);
+  font-size: var(--snb-font-size-small);
   color: var(--jp-ui-font-color2, #666);
   white-space: pre-wrap;
 }
@@ -317,10 +326,12 @@
   border-radius: 6px;
   background: var(--jp-layout-color1, #fff);
 }
-.snb-confirm-title { font-weight: 600; font-size: var(--jp-ui-font-size0, 11px); }
+.snb-confirm-title { font-weight: 600; font-size: var(--snb-font-size-small); }
 .snb-confirm-text { white-space: pre-wrap; margin: 2px 0 6px; }
 .snb-confirm-actions { display: flex; align-items: center; gap: 6px; }
-.snb-confirm-outcome { font-size: var(--jp-ui-font-size0, 11px); color: var(--jp-ui-font-color2, #666); }
+.snb-confirm-outcome { font-size: var(--snb-font-size-small); font-weight: 600; color: var(--jp-ui-font-color2, #666); }
+.snb-confirm-outcome[data-outcome="approved"] { color: var(--jp-success-color1, #388e3c); }
+.snb-confirm-outcome[data-outcome="denied"] { color: var(--jp-error-color1, #d32f2f); }
 .snb-typing { display: inline-flex; gap: 3px; padding: 4px 0; }
 .snb-typing[hidden] { display: none; }
 .snb-typing span {
@@ -334,7 +345,7 @@
 .snb-typing span:nth-child(3) { animation-delay: 0.3s; }
 .snb-note {
   margin-top: 3px;
-  font-size: var(--jp-ui-font-size0, 11px);
+  font-size: var(--snb-font-size-small);
   font-style: italic;
   color: var(--jp-ui-font-color2, #666);
 }
@@ -342,7 +353,7 @@
   margin-top: 6px;
   padding-top: 5px;
   border-top: 1px solid var(--jp-border-color2, #ddd);
-  font-size: var(--jp-ui-font-size0, 11px);
+  font-size: var(--snb-font-size-small);
 }
 .snb-sources-title {
   font-weight: 600;
@@ -365,7 +376,7 @@ a.snb-source-label:hover { text-decoration: underline; }
 .snb-usage {
   margin-top: 4px;
   text-align: right;
-  font-size: 10px;
+  font-size: calc(var(--snb-font-size-small) * 0.9);
   color: var(--jp-ui-font-color3, #999);
 }
 .snb-composer {
@@ -417,7 +428,7 @@ a.snb-source-label:hover { text-decoration: underline; }
   border-color: var(--jp-error-color1, #d32f2f);
   background: transparent;
 }
-.snb-button-small { height: 24px; padding: 0 9px; font-size: var(--jp-ui-font-size0, 11px); }
+.snb-button-small { height: 24px; padding: 0 10px; font-size: var(--snb-font-size-small); }
 .snb-composer .snb-button { height: 34px; }
 @keyframes snb-pulse { 0%, 100% { opacity: 0.35; } 50% { opacity: 1; } }
 `;
@@ -783,12 +794,18 @@ a.snb-source-label:hover { text-decoration: underline; }
       revealNewest();
     }
 
-    function closeConfirmation(confirmation, outcomeText) {
+    // The buttons stay in the DOM, disabled and hidden, so the card keeps
+    // its test hooks after the answer.
+    function closeConfirmation(confirmation, outcome) {
+      if (confirmation.approveButton.disabled) {
+        return;
+      }
       confirmation.approveButton.disabled = true;
       confirmation.denyButton.disabled = true;
-      if (!confirmation.outcome.textContent) {
-        confirmation.outcome.textContent = outcomeText;
-      }
+      confirmation.approveButton.hidden = true;
+      confirmation.denyButton.hidden = true;
+      confirmation.outcome.setAttribute("data-outcome", outcome);
+      confirmation.outcome.textContent = CONFIRMATION_OUTCOME_TEXT[outcome];
     }
 
     function onEventualResponse(frame) {
@@ -980,7 +997,7 @@ a.snb-source-label:hover { text-decoration: underline; }
       }
       turn.typing.hidden = true;
       for (const confirmation of turn.confirmations) {
-        closeConfirmation(confirmation, "no longer pending");
+        closeConfirmation(confirmation, "expired");
       }
       if (note) {
         addNote(turn, note);
