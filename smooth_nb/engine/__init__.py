@@ -14,8 +14,15 @@ Model modes:
     Every turn answers the same text, through the engine's ``MockLlmProvider``.
 ``offline``
     No model: the best knowledge-base passage answers (see :mod:`.offline`).
+``script``
+    The engine's ``MockLlmProvider`` replays scripted replies (text or tool
+    calls), one per model call, across turns.
 ``unavailable``
     No key configured; ``send_message`` gets a clean ``LLM_UNAVAILABLE`` error.
+
+Whatever the mode, replies queued with :meth:`ModelRouter.push_text` or
+:meth:`ModelRouter.push_tool_call` answer first: a turn that starts while the
+queue is not empty runs entirely on the scripted mock.
 """
 
 from __future__ import annotations
@@ -49,6 +56,9 @@ class ModelSettings:
     api_key: str | None = field(default=None, repr=False)
     model: str | None = None
     mock_reply: str | None = None
+    #: Scripted replies for ``script`` mode: ``{"kind": "text", "text": ...}`` or
+    #: ``{"kind": "toolCall", "name": ..., "arguments": "<json>"}``.
+    script: tuple[dict[str, Any], ...] = ()
 
     @classmethod
     def from_env(
@@ -102,9 +112,54 @@ class ModelRouter:
     def __init__(self, settings: ModelSettings) -> None:
         self.settings = settings
         self._gateway: Any = None
+        self._scripted: Any = None
+        self._call_ids = 0
+        for entry in settings.script:
+            self.push(entry)
+
+    # -- the scripted mock ---------------------------------------------------
+
+    def push(self, entry: dict[str, Any]) -> None:
+        """Queue one scripted reply in the scenario format (``kind`` text or toolCall)."""
+        kind = entry.get("kind")
+        if kind == "text":
+            self.push_text(str(entry.get("text", "")))
+        elif kind == "toolCall":
+            self.push_tool_call(str(entry.get("name", "")), entry.get("arguments", "{}"))
+        else:
+            raise ValueError(f"invalid scripted reply kind {kind!r}: expected 'text' or 'toolCall'")
+
+    def push_text(self, text: str) -> None:
+        self._script_provider().push_text(text)
+
+    def push_tool_call(self, name: str, arguments: str | dict[str, Any]) -> None:
+        import json
+
+        raw = arguments if isinstance(arguments, str) else json.dumps(arguments)
+        self._call_ids += 1
+        self._script_provider().push_tool_call(f"call_{self._call_ids}", name, raw)
+
+    @property
+    def scripted_pending(self) -> int:
+        """How many scripted replies are still queued."""
+        if self._scripted is None:
+            return 0
+        # NOTE: MockLlmProvider exposes no public queue length; its FIFO list is `_script`.
+        return len(self._scripted._script)
+
+    def _script_provider(self) -> Any:
+        if self._scripted is None:
+            from smooth_operator_core import MockLlmProvider
+
+            self._scripted = MockLlmProvider()
+        return self._scripted
+
+    # -- choosing the provider -------------------------------------------------
 
     def _provider(self, knowledge: Any) -> Any:
         settings = self.settings
+        if settings.mode == "script" or self.scripted_pending:
+            return self._script_provider()
         if settings.mode == "gateway":
             if self._gateway is None:
                 from smooth_operator_core import GatewayLlmProvider
@@ -127,7 +182,7 @@ class ModelRouter:
 
     def check_available(self) -> None:
         """Raise :class:`LlmUnavailable` when turns cannot run."""
-        if self.settings.mode == "unavailable":
+        if self.settings.mode == "unavailable" and not self.scripted_pending:
             self._provider(None)
 
     async def stream(

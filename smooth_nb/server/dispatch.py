@@ -138,9 +138,9 @@ class Connection:
         self.send(protocol.immediate_response(request_id, 200, data))
 
     def _get_messages(self, frame: dict[str, Any], request_id: str | None) -> None:
-        session = self._session(frame)
         limit = protocol.optional_int(frame, "limit", minimum=1, maximum=100) or 50
         cursor = protocol.optional_str(frame, "cursor")
+        session = self._session(frame)
         try:
             messages, next_cursor = self.state.store.page(session, limit, cursor)
         except KeyError:
@@ -155,7 +155,7 @@ class Connection:
     def _send_message(self, frame: dict[str, Any], request_id: str | None) -> None:
         from smooth_nb.server.turns import start_turn
 
-        session = self._session(frame)
+        protocol.required_str(frame, "sessionId")
         text = protocol.required_str(frame, "message")
         if not text.strip():
             raise ProtocolError(protocol.VALIDATION_ERROR, "invalid 'message': must not be empty")
@@ -166,6 +166,7 @@ class Connection:
             )
         stream = protocol.optional_bool(frame, "stream")
         protocol.optional_str(frame, "model")
+        session = self._session(frame)
         if self.state.closing:
             raise ProtocolError(protocol.SERVER_SHUTTING_DOWN, "the server is shutting down; no new turns start")
         if self.turn is not None and not self.turn.done():

@@ -28,8 +28,9 @@
   // The list follows new content only while the reader is this close to the
   // bottom, so scrolling up to reread is not undone by the next token.
   const FOLLOW_THRESHOLD_PX = 48;
-  // A server that never answers a cancel would leave the turn running forever,
-  // so the widget ends the turn itself after this long.
+  // A server that never sends `cancelled` after a cancel would leave the turn
+  // running forever, so the widget ends the turn itself after this long.
+  // NOTE: 10 s is a guess, not measured against a real server.
   const CANCEL_FALLBACK_MS = 10000;
   const MAX_INTERNAL_WARNINGS = 5;
 
@@ -38,6 +39,7 @@
     connected: "connected",
     serverGone: "disconnected — the server is gone",
     noSession: "disconnected — could not create a session",
+    socketFailed: "disconnected — could not open the WebSocket",
   };
 
   const CONFIRMATION_OUTCOME_TEXT = {
@@ -142,8 +144,9 @@
     return null;
   }
 
-  // Resolves relative and http(s) URLs against the page so a caller may pass
-  // a proxied path such as "/proxy/8765/ws". Throws TypeError when invalid.
+  // Resolves a relative URL against the page and maps http(s) to ws(s), so a
+  // caller may pass a proxied path such as "/proxy/8765/ws". Throws TypeError
+  // for an invalid URL or another scheme.
   function buildSocketUrl(wsUrl, token) {
     const url = new URL(wsUrl, globalThis.location ? globalThis.location.href : undefined);
     if (url.protocol === "http:") {
@@ -513,8 +516,9 @@ a.snb-source-label:hover { text-decoration: underline; }
         socketUrl = buildSocketUrl(wsUrl, token);
         ws = new WebSocket(socketUrl);
       } catch (error) {
-        showError("CONNECT_FAILED", "Could not open the WebSocket: " + (error && error.message ? error.message : String(error)));
-        setConnectionState("disconnected", STATUS_TEXT.serverGone);
+        const reason = error && error.message ? error.message : String(error);
+        showError("CONNECT_FAILED", "Could not open a WebSocket to options.wsUrl: " + reason);
+        setConnectionState("disconnected", STATUS_TEXT.socketFailed);
         return;
       }
       socket = ws;
@@ -681,8 +685,8 @@ a.snb-source-label:hover { text-decoration: underline; }
 
     function failSession(code, message) {
       showError(code, message);
-      // The socket is useless without a session. Closing it lets the
-      // Reconnect button offer the only recovery there is.
+      // A socket without a session cannot send messages, so it is closed and
+      // the Reconnect button offers the retry.
       detachSocket();
       setConnectionState("disconnected", STATUS_TEXT.noSession);
     }
@@ -756,7 +760,7 @@ a.snb-source-label:hover { text-decoration: underline; }
       } else if (typeof details.toolId === "string" && details.toolId) {
         description = "The agent wants to run " + details.toolId + ".";
       }
-      // The server matches the answer to its paused workflow by this id.
+      // The server matches confirm_tool_action to its paused workflow by this requestId.
       const replyRequestId = frameRequestId(frame) || turn.requestId;
 
       const card = createElement("div", "snb-confirm");
@@ -795,7 +799,7 @@ a.snb-source-label:hover { text-decoration: underline; }
     }
 
     // The buttons stay in the DOM, disabled and hidden, so the card keeps
-    // its test hooks after the answer.
+    // its test hooks after the user decides.
     function closeConfirmation(confirmation, outcome) {
       if (confirmation.approveButton.disabled) {
         return;
@@ -817,8 +821,9 @@ a.snb-source-label:hover { text-decoration: underline; }
       const result = isObject(outer.data) ? outer.data : {};
 
       const parts = responseParts(result.response);
-      // Streams normally carry the exact concatenation of the parts. Anything
-      // else (no stream, or a corrected answer) is replaced by the final text.
+      // A stream normally carries exactly the concatenated parts. When it does
+      // not (nothing streamed, or the server corrected the text), the final
+      // parts replace it. Parts of an unstreamed reply become paragraphs.
       if (parts.length > 0 && parts.join("") !== "" && parts.join("") !== turn.streamedText) {
         const finalText = turn.streamedText === "" ? parts.join("\n\n") : parts.join("");
         turn.textNode.data = finalText;
@@ -989,7 +994,7 @@ a.snb-source-label:hover { text-decoration: underline; }
     }
 
     // Ends the turn in the UI. A non-null note is shown in the bubble, which
-    // marks turns that ended without an answer (failed, cancelled, lost).
+    // marks turns that ended without a complete reply (failed, cancelled, lost).
     function finishTurn(turn, note) {
       if (turn.cancelTimer !== null) {
         clearTimeout(turn.cancelTimer);
@@ -1080,6 +1085,8 @@ a.snb-source-label:hover { text-decoration: underline; }
       view.reconnectButton.hidden = connectionState !== "disconnected";
     }
 
+    // scrollHeight excludes the 1px top and bottom borders, which the
+    // border-box height must include.
     function fitInputHeight() {
       view.input.style.height = "auto";
       view.input.style.height = view.input.scrollHeight + 2 + "px";
@@ -1147,8 +1154,10 @@ a.snb-source-label:hover { text-decoration: underline; }
     const root = createElement("div", "snb-root");
     root.setAttribute("data-testid", "smooth-chat");
     root.setAttribute("data-state", "connecting");
-    // JupyterLab (Lumino 2) skips its keyboard shortcuts for key events inside
-    // this attribute, so typing here does not run notebook commands.
+    // Lumino 2's CommandRegistry, which runs JupyterLab 4's shortcuts, skips key
+    // events whose target is inside this attribute, so typing here does not
+    // run notebook commands.
+    // NOTE: taken from Lumino's source, not tried in a running JupyterLab.
     root.setAttribute("data-lm-suppress-shortcuts", "true");
 
     const header = createElement("div", "snb-header");
@@ -1206,7 +1215,7 @@ a.snb-source-label:hover { text-decoration: underline; }
   }
 
   // A second copy of this file (one per notebook output) keeps the first
-  // definition, so every mount shares one implementation; a different
+  // definition, so every mount shares one implementation. A different
   // version replaces it.
   const existing = globalThis.SmoothNbChat;
   if (!(existing && existing.version === VERSION)) {
