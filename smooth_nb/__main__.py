@@ -22,6 +22,8 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--offline", action="store_true", help="no model: answer with the best knowledge-base passage")
     serve.add_argument("--token", help="require this token on /ws (?token=...); auth is off by default on loopback")
     serve.add_argument("--allow-no-auth", action="store_true", help="allow a non-loopback --host without --token")
+    serve.add_argument("--scenario", metavar="FILE", help="replay a conformance scenario: its scripted model, tools and knowledge")
+    serve.add_argument("--keepalive", type=float, default=30.0, metavar="SECONDS", help="keepalive interval on idle connections, 0 to disable (default 30)")
     serve.add_argument("--widget", action="store_true", help="serve the chat page at / and its script at /chat-widget.iife.js")
     serve.add_argument("--log-level", default="WARNING", help="logging level (default WARNING)")
     return parser
@@ -34,6 +36,11 @@ async def _serve(args: argparse.Namespace) -> None:
     settings = ModelSettings.from_env(mock_reply=args.mock_reply, offline=args.offline)
     builder = LocalServer.builder().addr((args.host, args.port)).seed_kb(args.seed_kb).model(settings)
     builder.auth(args.token, allow_no_auth=args.allow_no_auth)
+    builder.config(keepalive_seconds=args.keepalive)
+    if args.scenario:
+        from smooth_nb.server.scenario import configure_builder, load_scenario
+
+        configure_builder(builder, load_scenario(args.scenario))
     if args.widget:
         builder.serve_widget()
     server = await builder.spawn()
@@ -43,7 +50,7 @@ async def _serve(args: argparse.Namespace) -> None:
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     print(f"listening on {server.ws_url}", flush=True)
-    if settings.mode == "unavailable":
+    if server.model.mode == "unavailable":
         print("no model configured: send_message answers LLM_UNAVAILABLE (set SMOOAI_GATEWAY_KEY)", flush=True)
     await stop.wait()
     await server.shutdown()
@@ -54,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         asyncio.run(_serve(args))
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError) as exc:  # bind failures, bad addresses, unusable scenario files
         print(f"error: {exc}", file=sys.stderr)
         return 1
     return 0

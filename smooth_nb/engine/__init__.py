@@ -28,7 +28,7 @@ queue is not empty runs entirely on the scripted mock.
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -194,6 +194,9 @@ class ModelRouter:
         tools: Sequence[Any] = (),
         instructions: str | None = None,
         tool_errors: list[tuple[str, bool]] | None = None,
+        needs_approval: Callable[[str, dict[str, Any]], bool] | None = None,
+        approve: Callable[[str, dict[str, Any]], Awaitable[bool]] | None = None,
+        approval_timeout: float = 3600.0,
     ) -> AsyncIterator[Any]:
         """Run one turn and yield the engine's stream events.
 
@@ -202,8 +205,12 @@ class ModelRouter:
         ``done`` (``.response`` with ``.text`` and ``.usage``). When
         ``tool_errors`` is given, each tool that ran appends ``(name, is_error)``
         to it before its ``tool_result`` event is yielded.
+
+        Tools for which ``needs_approval(name, arguments)`` is true run only
+        after ``approve(name, arguments)`` returns True; a False, or no answer
+        within ``approval_timeout`` seconds, gives the model a refusal instead.
         """
-        from smooth_operator_core import AgentOptions, SmoothAgent, ToolHook
+        from smooth_operator_core import AgentOptions, DelegateHumanGate, HumanApprovalResponse, SmoothAgent, ToolHook
 
         provider = self._provider(knowledge)
         hooks = []
@@ -221,6 +228,16 @@ class ModelRouter:
             tools=list(tools),
             tool_hooks=hooks,
         )
+        if needs_approval is not None and approve is not None:
+
+            async def decide(request: Any) -> Any:
+                if await approve(request.tool_name, request.arguments):
+                    return HumanApprovalResponse.approve()
+                return HumanApprovalResponse.deny("the user refused this action")
+
+            options.human_gate = DelegateHumanGate(decide)
+            options.requires_approval = needs_approval
+            options.approval_timeout_seconds = approval_timeout
         if self.settings.model:
             options.model = self.settings.model
         agent = SmoothAgent(provider, options)

@@ -12,16 +12,19 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from smooth_nb.engine import LlmUnavailable, ModelRouter
 from smooth_nb.server import protocol
+from smooth_nb.server.interactions import INVALID_SUMMARY
 from smooth_nb.server.knowledge import KnowledgeBase
 from smooth_nb.server.protocol import ProtocolError
 from smooth_nb.server.store import AGENT_NAME, MemoryStore, Session, wire_message
 from smooth_nb.server.tools import Tool
+from smooth_nb.server.turns import Park, start_turn
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +41,14 @@ class ServerState:
     tools: dict[str, Tool] = field(default_factory=dict)
     instructions: str | None = None
     connections: set[Connection] = field(default_factory=set)
+    #: Parked turns by session id: what each waits for from the client.
+    parks: dict[str, Park] = field(default_factory=dict)
+    #: Offer the Rich Interaction raise tools (request_identity_intake, request_choices).
+    interactions: bool = True
+    #: Seconds a parked confirmation waits before the tool is refused.
+    confirmation_timeout: float = 3600.0
+    #: Seconds of silence after which a connection gets a keepalive frame; 0 disables them.
+    keepalive_seconds: float = 30.0
     #: Called with every frame sent to any connection (the notebook's live views).
     frame_listeners: list[FrameListener] = field(default_factory=list)
     closing: bool = False
@@ -60,6 +71,10 @@ class Connection:
         self.peer = peer
         self.turn: asyncio.Task[None] | None = None
         self.turn_request_id: str | None = None
+        self._last_sent = time.monotonic()
+        self._keepalive: asyncio.Task[None] | None = None
+        if state.keepalive_seconds > 0:
+            self._keepalive = asyncio.get_running_loop().create_task(self._send_keepalives(state.keepalive_seconds))
         state.connections.add(self)
 
     # -- sending ------------------------------------------------------------
@@ -70,7 +85,20 @@ class Connection:
                 listener(self, frame)
             except Exception:  # a broken notebook view must never break the protocol
                 logger.exception("frame listener failed")
+        self._last_sent = time.monotonic()
         self._send_text(json.dumps(frame, ensure_ascii=False, separators=(",", ":")))
+
+    async def _send_keepalives(self, interval: float) -> None:
+        while True:
+            await asyncio.sleep(max(0.0, self._last_sent + interval - time.monotonic()))
+            if time.monotonic() - self._last_sent < interval:
+                continue
+            running = self.turn is not None and not self.turn.done()
+            request_id = self.turn_request_id if running and self.turn_request_id else "keepalive"
+            frame: dict[str, Any] = {"type": "keepalive", "data": {"requestId": request_id}, "timestamp": protocol.now_ms()}
+            if running:
+                frame["requestId"] = request_id
+            self.send(frame)
 
     # -- receiving ----------------------------------------------------------
 
@@ -108,6 +136,8 @@ class Connection:
     def closed(self) -> None:
         """Release the connection: a turn still running ends with it."""
         self.state.connections.discard(self)
+        if self._keepalive is not None:
+            self._keepalive.cancel()
         if self.turn is not None and not self.turn.done():
             self.turn.cancel()
 
@@ -128,6 +158,7 @@ class Connection:
             metadata=protocol.optional_object(frame, "metadata"),
         )
         protocol.optional_str(frame, "browserFingerprint")
+        protocol.optional_object(frame, "authContext")
         logger.debug("session %s created", session.session_id)
         self.send(protocol.immediate_response(request_id, 200, _session_data(session)))
 
@@ -153,8 +184,6 @@ class Connection:
         self.send(protocol.immediate_response(request_id, 200, data))
 
     def _send_message(self, frame: dict[str, Any], request_id: str | None) -> None:
-        from smooth_nb.server.turns import start_turn
-
         protocol.required_str(frame, "sessionId")
         text = protocol.required_str(frame, "message")
         if not text.strip():
@@ -166,7 +195,12 @@ class Connection:
             )
         stream = protocol.optional_bool(frame, "stream")
         protocol.optional_str(frame, "model")
+        protocol.optional_list(frame, "images")
+        protocol.optional_list(frame, "files")
+        skill = protocol.optional_str(frame, "skill")
         session = self._session(frame)
+        if skill is not None:
+            raise ProtocolError("SKILL_NOT_FOUND", f"skill {skill[:128]!r} not found: this server has no skills installed")
         if self.state.closing:
             raise ProtocolError(protocol.SERVER_SHUTTING_DOWN, "the server is shutting down; no new turns start")
         if self.turn is not None and not self.turn.done():
@@ -188,6 +222,77 @@ class Connection:
         if self.turn is not None and not self.turn.done():
             self.turn.cancel()
 
+    def _confirm_tool_action(self, frame: dict[str, Any], request_id: str | None) -> None:
+        session_id = protocol.required_str(frame, "sessionId")
+        approved = protocol.optional_bool(frame, "approved")
+        if approved is None:
+            raise ProtocolError(protocol.VALIDATION_ERROR, "missing required field 'approved' (true or false)")
+        park = self.state.parks.get(session_id)
+        if park is None or park.kind != "confirmation" or park.future.done():
+            raise ProtocolError(
+                protocol.NO_PENDING_CONFIRMATION, f"no tool action is waiting for confirmation on session {session_id[:64]!r}"
+            )
+        self.send(protocol.immediate_response(request_id, 200, {"approved": approved, "toolId": park.tool_name}))
+        park.future.set_result(approved)
+
+    def _submit_interaction(self, frame: dict[str, Any], request_id: str | None) -> None:
+        session_id = protocol.required_str(frame, "sessionId")
+        interaction_id = protocol.required_str(frame, "interactionId")
+        kind = protocol.optional_str(frame, "kind")
+        values = protocol.optional_object(frame, "values")
+        declined = protocol.optional_bool(frame, "declined")
+        park = self.state.parks.get(session_id)
+        if park is None or park.kind != "interaction" or park.future.done() or park.interaction is None:
+            raise ProtocolError(protocol.NO_PENDING_INTERACTION, f"no interaction is waiting on session {session_id[:64]!r}")
+        if interaction_id != park.interaction_id:
+            raise ProtocolError(
+                protocol.INTERACTION_MISMATCH,
+                f"interactionId {interaction_id[:64]!r} does not match the parked interaction; the turn stays parked",
+            )
+        if kind is not None and kind != park.interaction.kind:
+            raise ProtocolError(
+                protocol.INTERACTION_MISMATCH,
+                f"kind {kind[:64]!r} does not match the parked {park.interaction.kind!r} interaction; the turn stays parked",
+            )
+        echo = request_id if request_id is not None else park.request_id
+        if declined:
+            self.send(protocol.immediate_response(echo, 200, {"interactionId": interaction_id, "status": "declined"}))
+            park.future.set_result({"status": "declined", "message": "The visitor declined; continue without these details."})
+            return
+        if values is None:
+            raise ProtocolError(protocol.VALIDATION_ERROR, "missing 'values': send the values, or declined: true")
+        normalized, errors = park.interaction.validate(park.spec or {}, values)
+        if errors:
+            data = {
+                "interactionId": interaction_id,
+                "kind": park.interaction.kind,
+                "errors": [error.wire() for error in errors],
+                "message": INVALID_SUMMARY,
+            }
+            frame_out = {"type": "interaction_invalid", "requestId": echo, "data": {"requestId": echo, "data": data}}
+            self.send(frame_out)
+            return
+        session = self.state.store.get_session(session_id)
+        if session is not None and park.interaction.kind == "identity_intake":
+            for key, meta_key in (("name", "userName"), ("email", "contactEmail"), ("phone", "contactPhone")):
+                if key in normalized:
+                    session.metadata[meta_key] = normalized[key]
+        self.send(protocol.immediate_response(echo, 200, {"interactionId": interaction_id, "status": "submitted"}))
+        park.future.set_result({"status": "submitted", "values": normalized})
+
+    def _verify_otp(self, frame: dict[str, Any], request_id: str | None) -> None:
+        protocol.required_str(frame, "sessionId")
+        protocol.required_str(frame, "code")
+        # No verification service is installed in the local flavor, so no code can
+        # ever match: the gate stays closed.
+        echo = request_id or protocol.new_id()
+        data = {
+            "error": "NOT_FOUND",
+            "attemptsRemaining": 0,
+            "message": "no one-time password is pending: this server has no OTP verification service installed",
+        }
+        self.send({"type": "otp_invalid", "requestId": echo, "data": {"requestId": echo, "data": data}, "timestamp": protocol.now_ms()})
+
     def _session(self, frame: dict[str, Any]) -> Session:
         session_id = protocol.required_str(frame, "sessionId")
         session = self.state.store.get_session(session_id)
@@ -205,6 +310,9 @@ class Connection:
         "get_conversation_messages": _get_messages,
         "send_message": _send_message,
         "cancel": _cancel,
+        "confirm_tool_action": _confirm_tool_action,
+        "submit_interaction": _submit_interaction,
+        "verify_otp": _verify_otp,
     }
 
 

@@ -76,6 +76,14 @@ class ServerConfig:
     #: System prompt for every turn; None uses the engine wiring's default.
     instructions: str | None = None
     max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES
+    #: Seconds of silence after which a connection gets a keepalive frame; 0 disables them.
+    keepalive_seconds: float = 30.0
+    #: Seconds a turn parked on write confirmation waits before the tool is refused.
+    confirmation_timeout: float = 3600.0
+    #: Offer the Rich Interaction raise tools to the model.
+    interactions: bool = True
+    #: Documents loaded into the knowledge base at start, as ``(source, content)`` pairs.
+    documents: tuple[tuple[str, str], ...] = ()
 
 
 def parse_addr(addr: str | tuple[str, int]) -> tuple[str, int]:
@@ -191,10 +199,18 @@ class LocalServerHandle:
                 "could drive the server. Set a token, bind 127.0.0.1, or pass allow_no_auth=True."
             )
         model = config.model if config.model is not None else ModelSettings.from_env()
-        state = ServerState(router=ModelRouter(model), instructions=config.instructions)
+        state = ServerState(
+            router=ModelRouter(model),
+            instructions=config.instructions,
+            interactions=config.interactions,
+            confirmation_timeout=config.confirmation_timeout,
+            keepalive_seconds=config.keepalive_seconds,
+        )
         state.tools = {tool.name: tool for tool in tools}
         if config.seed_kb:
             seed_demo(state.knowledge)
+        for source, content in config.documents:
+            state.knowledge.add(content, source)
 
         settings = HttpSettings(
             token=config.token,

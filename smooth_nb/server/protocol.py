@@ -22,6 +22,9 @@ LLM_UNAVAILABLE = "LLM_UNAVAILABLE"
 TURN_FAILED = "TURN_FAILED"
 TURN_IN_PROGRESS = "TURN_IN_PROGRESS"
 SERVER_SHUTTING_DOWN = "SERVER_SHUTTING_DOWN"
+NO_PENDING_CONFIRMATION = "NO_PENDING_CONFIRMATION"
+NO_PENDING_INTERACTION = "NO_PENDING_INTERACTION"
+INTERACTION_MISMATCH = "INTERACTION_MISMATCH"
 
 #: ``send_message.message`` bounds from the protocol's send-message schema.
 MESSAGE_MAX_CHARS = 10_000
@@ -197,6 +200,15 @@ def optional_object(frame: dict[str, Any], field: str) -> dict[str, Any] | None:
         return None
     if not isinstance(value, dict):
         raise _invalid(field, "an object", value)
+    return value
+
+
+def optional_list(frame: dict[str, Any], field: str) -> list[Any] | None:
+    value = frame.get(field)
+    if value is None:
+        return None
+    if not isinstance(value, list):
+        raise _invalid(field, "an array", value)
     return value
 
 

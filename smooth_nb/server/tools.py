@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-_TOOL_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_TOOL_NAME = re.compile(r"^\S{1,128}$")
 
 
 @dataclass
@@ -30,8 +30,8 @@ class Tool:
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not _TOOL_NAME.match(self.name):
             raise ValueError(
-                f"invalid tool name {self.name!r}: use 1 to 64 letters, digits, '_' or '-' "
-                "(the limit OpenAI-compatible APIs put on function names)"
+                f"invalid tool name {self.name!r}: use 1 to 128 characters without spaces "
+                "(OpenAI-compatible APIs accept only letters, digits, '_' and '-', at most 64)"
             )
         if not callable(self.handler):
             raise TypeError(f"tool {self.name!r}: handler must be callable, got {type(self.handler).__name__}")

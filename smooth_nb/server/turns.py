@@ -7,6 +7,16 @@ citations when the knowledge base grounded the prompt), ``cancelled`` 499, or an
 ``error``. The user's message is stored when the turn starts; the agent's reply
 only when the turn completes, so a cancelled or failed turn leaves no partial
 answer in history.
+
+A turn can park, waiting for the client:
+
+- on a tool that needs write confirmation (``write_confirmation_required``,
+  resumed by ``confirm_tool_action``);
+- on a Rich Interaction the session can render (``interaction_required``,
+  resumed by ``submit_interaction``).
+
+Either way the park event goes out before the tool's deferred ``toolCall``
+chunk, and the turn keeps its connection's turn slot until it ends.
 """
 
 from __future__ import annotations
@@ -14,9 +24,12 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections import defaultdict, deque
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from smooth_nb.server import protocol
+from smooth_nb.server.interactions import KINDS, InteractionKind, SpecError
 from smooth_nb.server.store import Session
 
 if TYPE_CHECKING:
@@ -30,6 +43,194 @@ KNOWLEDGE_TOP_K = 4
 SNIPPET_MAX_CHARS = 400
 
 
+@dataclass
+class Park:
+    """What a parked turn waits for; resolving ``future`` resumes it."""
+
+    kind: str  # "confirmation" or "interaction"
+    request_id: str
+    future: asyncio.Future[Any]
+    tool_name: str
+    interaction_id: str | None = None
+    interaction: InteractionKind | None = None
+    spec: dict[str, Any] | None = None
+
+    def describe(self) -> str:
+        if self.kind == "confirmation":
+            return f"confirmation of tool {self.tool_name}"
+        return f"{self.interaction.kind if self.interaction else 'interaction'} {self.interaction_id}"
+
+
+@dataclass
+class TurnRun:
+    """The state of one running turn."""
+
+    connection: Connection
+    session: Session
+    request_id: str
+    text: str
+    stream: bool
+    deferred: dict[str, deque[dict[str, Any]]] = field(default_factory=lambda: defaultdict(deque))
+    park: Park | None = None
+
+    @property
+    def state(self) -> Any:
+        return self.connection.state
+
+    def send(self, frame: dict[str, Any]) -> None:
+        self.connection.send(frame)
+
+    # -- parking ---------------------------------------------------------------
+
+    def _flush_deferred(self, tool_name: str) -> None:
+        queue = self.deferred.get(tool_name)
+        if queue:
+            self.send(queue.popleft())
+
+    async def _wait(self, park: Park) -> Any:
+        self.park = park
+        self.state.parks[self.session.session_id] = park
+        try:
+            return await park.future
+        finally:
+            self.park = None
+            if self.state.parks.get(self.session.session_id) is park:
+                del self.state.parks[self.session.session_id]
+
+    async def confirm(self, name: str, arguments: dict[str, Any]) -> bool:
+        """Park until the client approves or denies running tool ``name``."""
+        park = Park("confirmation", self.request_id, asyncio.get_running_loop().create_future(), name)
+        description = f"Run tool {name} with arguments {json.dumps(arguments, ensure_ascii=False)[:500]}"
+        data = {"requestId": self.request_id, "data": {"toolId": name, "actionDescription": description}}
+        self.send({"type": "write_confirmation_required", "requestId": self.request_id, "data": data, "timestamp": protocol.now_ms()})
+        self._flush_deferred(name)
+        logger.info("turn %s parked on %s", self.request_id, park.describe())
+        return bool(await self._wait(park))
+
+    async def raise_interaction(self, kind: InteractionKind, arguments: dict[str, Any]) -> str:
+        """Run a raise tool: park on the interaction, or answer with the fallback."""
+        spec, reason = kind.parse_spec(arguments)
+        if kind.capability not in self.session.supports:
+            return kind.fallback(spec)
+        park = Park(
+            "interaction",
+            self.request_id,
+            asyncio.get_running_loop().create_future(),
+            kind.tool_name,
+            interaction_id=protocol.new_id(),
+            interaction=kind,
+            spec=spec,
+        )
+        payload = {"interactionId": park.interaction_id, "kind": kind.kind, "spec": spec, "reason": reason}
+        data = {"requestId": self.request_id, "data": payload}
+        self.send({"type": "interaction_required", "requestId": self.request_id, "data": data, "timestamp": protocol.now_ms()})
+        self._flush_deferred(kind.tool_name)
+        logger.info("turn %s parked on %s", self.request_id, park.describe())
+        outcome = await self._wait(park)
+        return json.dumps(outcome, ensure_ascii=False)
+
+    def parks_on(self, tool_name: str) -> bool:
+        tool = self.state.tools.get(tool_name)
+        if tool is not None and tool.confirm:
+            return True
+        kind = KINDS.get(tool_name)
+        return kind is not None and self.state.interactions and kind.capability in self.session.supports
+
+    # -- running -----------------------------------------------------------------
+
+    def tools(self) -> list[Any]:
+        tools: list[Any] = [tool for name, tool in self.state.tools.items() if name not in KINDS]
+        if self.state.interactions:
+            tools += [_RaiseTool(kind, self) for kind in KINDS.values()]
+        return tools
+
+    async def run(self, history: list[dict[str, Any]]) -> None:
+        state = self.state
+        knowledge = state.knowledge if len(state.knowledge) else None
+        confirm_names = {name for name, tool in state.tools.items() if tool.confirm}
+        tool_errors: list[tuple[str, bool]] = []
+        reply = ""
+        usage: Any = None
+        cost_usd = 0.0
+        try:
+            events = state.router.stream(
+                self.text,
+                history,
+                knowledge=knowledge,
+                tools=self.tools(),
+                instructions=state.instructions,
+                tool_errors=tool_errors,
+                needs_approval=lambda name, arguments: name in confirm_names,
+                approve=self.confirm,
+                approval_timeout=state.confirmation_timeout,
+            )
+            async for event in events:
+                kind = event.type
+                if kind == "text":
+                    if self.stream:
+                        self.send(protocol.stream_token(self.request_id, event.text))
+                elif kind == "tool_call":
+                    call = {"name": event.name, "arguments": _parse_arguments(event.arguments)}
+                    frame = protocol.stream_chunk(self.request_id, event.name, {"rawResponse": {"toolCall": call}})
+                    if self.parks_on(event.name):
+                        self.deferred[event.name].append(frame)
+                    else:
+                        self.send(frame)
+                elif kind == "tool_result":
+                    self._flush_deferred(event.name)
+                    is_error = _pop_tool_error(tool_errors, event.name)
+                    result = {"name": event.name, "content": event.result, "isError": is_error}
+                    self.send(protocol.stream_chunk(self.request_id, event.name, {"rawResponse": {"toolResult": result}}))
+                elif kind == "done":
+                    reply = event.response.text
+                    usage = event.response.usage
+                    cost_usd = event.response.cost_usd
+        except asyncio.CancelledError:
+            # The client sent cancel or closed its socket, or the server is stopping;
+            # a stopping server has already sent this turn its terminal error.
+            logger.info("turn %s on session %s cancelled", self.request_id, self.session.session_id)
+            if not state.closing:
+                self.send(_cancelled(self.request_id))
+            raise
+        except Exception as exc:
+            logger.warning(
+                "turn %s on session %s failed: %s: %s", self.request_id, self.session.session_id, type(exc).__name__, exc
+            )
+            self.send(protocol.error(self.request_id, protocol.TURN_FAILED, f"the turn failed: {type(exc).__name__}: {exc}"))
+            return
+
+        response = protocol.agent_response(reply)
+        stored = state.store.append(self.session, "outbound", reply, structured=response)
+        data: dict[str, Any] = {"messageId": stored.id, "response": response, "needsEscalation": False}
+        if usage is not None:
+            data["usage"] = {"promptTokens": int(usage.prompt_tokens), "completionTokens": int(usage.completion_tokens)}
+            # The engine prices tokens by model name; only a real gateway turn has a real cost.
+            if cost_usd and state.router.settings.mode == "gateway":
+                data["usage"]["costUsd"] = float(cost_usd)
+        if knowledge is not None:
+            citations = [_citation(hit) for hit in knowledge.query(self.text, KNOWLEDGE_TOP_K)]
+            if citations:
+                data["citations"] = citations
+        self.send(protocol.eventual_response(self.request_id, data))
+
+
+class _RaiseTool:
+    """A server-registered raise tool bound to one turn."""
+
+    def __init__(self, kind: InteractionKind, turn: TurnRun) -> None:
+        self.kind = kind
+        self.turn = turn
+        self.name = kind.tool_name
+        self.description = kind.tool_description
+        self.parameters = kind.tool_parameters
+
+    async def execute(self, arguments: dict[str, Any]) -> str:
+        try:
+            return await self.turn.raise_interaction(self.kind, arguments)
+        except SpecError as exc:
+            raise ValueError(f"invalid {self.kind.kind} request: {exc}") from None
+
+
 def start_turn(connection: Connection, session: Session, request_id: str, text: str, *, stream: bool) -> asyncio.Task[None]:
     store = connection.state.store
     history = [{"role": message.role, "content": message.text} for message in store.history(session)]
@@ -37,78 +238,8 @@ def start_turn(connection: Connection, session: Session, request_id: str, text: 
     connection.send(
         protocol.immediate_response(request_id, 202, {"sessionId": session.session_id, "messageId": user_message.id})
     )
-    return asyncio.get_running_loop().create_task(
-        _run_turn(connection, session, request_id, text, history, stream=stream),
-        name=f"smooth-nb turn {request_id}",
-    )
-
-
-async def _run_turn(
-    connection: Connection,
-    session: Session,
-    request_id: str,
-    text: str,
-    history: list[dict[str, Any]],
-    *,
-    stream: bool,
-) -> None:
-    state = connection.state
-    knowledge = state.knowledge if len(state.knowledge) else None
-    tool_errors: list[tuple[str, bool]] = []
-    reply = ""
-    usage: Any = None
-    cost_usd = 0.0
-    try:
-        events = state.router.stream(
-            text,
-            history,
-            knowledge=knowledge,
-            tools=list(state.tools.values()),
-            instructions=state.instructions,
-            tool_errors=tool_errors,
-        )
-        async for event in events:
-            kind = event.type
-            if kind == "text":
-                if stream:
-                    connection.send(protocol.stream_token(request_id, event.text))
-            elif kind == "tool_call":
-                call = {"name": event.name, "arguments": _parse_arguments(event.arguments)}
-                connection.send(protocol.stream_chunk(request_id, event.name, {"rawResponse": {"toolCall": call}}))
-            elif kind == "tool_result":
-                is_error = _pop_tool_error(tool_errors, event.name)
-                result = {"name": event.name, "content": event.result, "isError": is_error}
-                connection.send(protocol.stream_chunk(request_id, event.name, {"rawResponse": {"toolResult": result}}))
-            elif kind == "done":
-                reply = event.response.text
-                usage = event.response.usage
-                cost_usd = event.response.cost_usd
-    except asyncio.CancelledError:
-        # The client sent cancel, or its socket closed (then nobody reads this frame).
-        logger.info("turn %s on session %s cancelled", request_id, session.session_id)
-        if not connection.state.closing:
-            connection.send(_cancelled(request_id))
-        raise
-    except Exception as exc:
-        logger.warning("turn %s on session %s failed: %s: %s", request_id, session.session_id, type(exc).__name__, exc)
-        connection.send(
-            protocol.error(request_id, protocol.TURN_FAILED, f"the turn failed: {type(exc).__name__}: {exc}")
-        )
-        return
-
-    response = protocol.agent_response(reply)
-    stored = state.store.append(session, "outbound", reply, structured=response)
-    data: dict[str, Any] = {"messageId": stored.id, "response": response, "needsEscalation": False}
-    if usage is not None:
-        data["usage"] = {"promptTokens": int(usage.prompt_tokens), "completionTokens": int(usage.completion_tokens)}
-        # The engine prices tokens by model name; only a real gateway turn has a real cost.
-        if cost_usd and state.router.settings.mode == "gateway":
-            data["usage"]["costUsd"] = float(cost_usd)
-    if knowledge is not None:
-        citations = [_citation(hit) for hit in knowledge.query(text, KNOWLEDGE_TOP_K)]
-        if citations:
-            data["citations"] = citations
-    connection.send(protocol.eventual_response(request_id, data))
+    run = TurnRun(connection, session, request_id, text, stream)
+    return asyncio.get_running_loop().create_task(run.run(history), name=f"smooth-nb turn {request_id}")
 
 
 def _cancelled(request_id: str) -> dict[str, Any]:
