@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
+    from smooth_nb.notebook.handle import NotebookServer
     from smooth_nb.server import LocalServer, LocalServerHandle, ServerConfig, Tool, serve_local
 
 __all__ = ["LocalServer", "LocalServerHandle", "ServerConfig", "Tool", "current", "serve_local", "__version__"]
@@ -37,7 +38,7 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'smooth_nb' has no attribute {name!r}")
 
 
-def current() -> LocalServerHandle | None:
+def current() -> NotebookServer | None:
     """Return this kernel's running server, started by ``%smooth_local start``, or None."""
     from smooth_nb.notebook import running_server
 

@@ -490,10 +490,6 @@ def test_unknown_subcommand_prints_usage(kernel: BlockingKernelClient) -> None:
     assert "%smooth_local start" in result.stdout, f"the message does not show the usage: {result.stdout!r}"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="magics._start calls builder.addr() outside its try block, so the ValueError for port 70000 is raised",
-)
 def test_start_rejects_out_of_range_port(kernel: BlockingKernelClient) -> None:
     result = run_cell(kernel, "%smooth_local start --port 70000")
 

@@ -20,7 +20,7 @@ logger = logging.getLogger(__name__)
 
 USAGE = """\
 %smooth_local start [--seed-kb] [--port N] [--host H] [--mock-reply TEXT] [--offline]
-                    [--token T | --no-auth] [--origin URL ...]
+                    [--scenario FILE] [--token T | --no-auth] [--origin URL ...]
 %smooth_local stop | status | widget
 
 start     Start a local smooth-operator server on this kernel's event loop and show
@@ -32,6 +32,8 @@ start     Start a local smooth-operator server on this kernel's event loop and s
             --mock-reply TEXT answer every turn with TEXT, no model
             --offline         no model: answer with the best knowledge-base passage.
                               This is also the mode when SMOOAI_GATEWAY_KEY is not set.
+            --scenario FILE   replay a conformance scenario file: its scripted model,
+                              tools, confirmation tools and knowledge
             --token T         require token T on /ws (default: a random token)
             --no-auth         accept connections without a token
             --origin URL      also accept WebSocket connections from this browser origin
@@ -63,6 +65,7 @@ def _start_parser() -> _Parser:
     auth.add_argument("--token")
     auth.add_argument("--no-auth", action="store_true")
     parser.add_argument("--origin", action="append", default=[])
+    parser.add_argument("--scenario")
     return parser
 
 
@@ -103,15 +106,15 @@ def _start(words: list[str]) -> Any:
     from smooth_nb.notebook.handle import NotebookServer, notice_for
     from smooth_nb.server.local import LocalServer
 
-    running = notebook.running_server()
-    if running is not None:
-        print(f"A smooth-nb server is already running at {running.ws_url}; run %smooth_local stop first.")
-        return running
     try:
         args = _start_parser().parse_args(words)
     except _UsageError as exc:
         print(f"%smooth_local start: {exc}\n\n{USAGE}")
         return None
+    running = notebook.running_server()
+    if running is not None:
+        print(f"A smooth-nb server is already running at {running.ws_url}; run %smooth_local stop first.")
+        return running
     try:
         asyncio.get_running_loop()
     except RuntimeError:
@@ -123,12 +126,17 @@ def _start(words: list[str]) -> Any:
 
     model = ModelSettings.from_env(mock_reply=args.mock_reply, offline=args.offline, offline_without_key=True)
     token = None if args.no_auth else (args.token or secrets.token_urlsafe(24))
-    builder = LocalServer.builder().addr((args.host, args.port)).seed_kb(args.seed_kb).model(model)
-    builder.auth(token).serve_widget()
-    builder.config(allowed_origins=tuple(args.origin), notice=notice_for(model.mode))
     try:
+        builder = LocalServer.builder().addr((args.host, args.port)).seed_kb(args.seed_kb).model(model)
+        builder.auth(token).serve_widget()
+        if args.scenario:
+            from smooth_nb.server.scenario import configure_builder, load_scenario
+
+            configure_builder(builder, load_scenario(args.scenario))
+            model = builder.model_settings
+        builder.config(allowed_origins=tuple(args.origin), notice=notice_for(model.mode))
         handle = builder.start()
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError) as exc:  # bad address or port, busy port, unusable scenario file
         print(f"%smooth_local start: {exc}")
         return None
     server = NotebookServer(handle)
@@ -194,3 +202,4 @@ def unload(ipython: Any) -> None:
     if server is not None:
         server.stop()
         notebook.set_running_server(None)
+    ipython.magics_manager.magics["line"].pop("smooth_local", None)

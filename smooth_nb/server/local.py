@@ -148,6 +148,11 @@ class LocalServerBuilder:
         self._config.model = settings
         return self
 
+    @property
+    def model_settings(self) -> ModelSettings:
+        """The model the server will use: the one set with :meth:`model`, or the environment's."""
+        return self._config.model if self._config.model is not None else ModelSettings.from_env()
+
     def config(self, config: ServerConfig | None = None, **changes: Any) -> LocalServerBuilder:
         """Replace the settings with ``config``, then apply keyword ``changes``.
 
