@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import socket
 import subprocess
 import sys
 
 from smooth_operator import SmoothAgentClient
+from smooth_operator.transport import WebSocketTransport
 
 from tests.support.cli import clean_env, serve
 from tests.support.stand_in_gateway import run_stand_in_gateway
-from tests.support.wire import WireClient, tokens
+from tests.support.wire import WireClient, assert_valid_event, tokens
 
 RETURNS_QUESTION = "How long do I have to return an order?"
 
@@ -112,8 +114,11 @@ def test_public_bind_without_token_is_refused():
 
 
 async def test_official_client_runs_session_and_turn():
+    raw_frames: list[str] = []
     with serve("--mock-reply", "Official client reply") as server:
-        client = SmoothAgentClient(server.ws_url)
+        transport = WebSocketTransport(server.ws_url)
+        transport.on_message(raw_frames.append)
+        client = SmoothAgentClient(server.ws_url, transport=transport)
         await client.connect()
         try:
             created = await client.create_conversation_session(agent_id="11111111-1111-4111-8111-111111111111")
@@ -132,3 +137,6 @@ async def test_official_client_runs_session_and_turn():
     assert any(getattr(event, "type", None) == "stream_token" for event in streamed)
     assert final.data.data.response["responseParts"] == ["Official client reply"]
     assert [m.content.text for m in history.messages] == ["Official client reply", "hello"]
+    assert len(raw_frames) >= 7, "create, ping, get, 202, tokens, final and history frames were all seen"
+    for raw in raw_frames:
+        assert_valid_event(json.loads(raw))
