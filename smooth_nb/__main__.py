@@ -21,6 +21,8 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--mock-reply", metavar="TEXT", help="answer every turn with TEXT instead of calling a model")
     serve.add_argument("--offline", action="store_true", help="no model: answer with the best knowledge-base passage")
     serve.add_argument("--token", help="require this token on /ws (?token=...); auth is off by default on loopback")
+    serve.add_argument("--origin", action="append", default=[], metavar="URL", help="also accept browser pages from this origin (scheme://host:port); repeatable")
+    serve.add_argument("--allow-host", action="append", default=[], metavar="NAME", help="also accept this name in the Host header; repeatable")
     serve.add_argument("--allow-no-auth", action="store_true", help="allow a non-loopback --host without --token")
     serve.add_argument("--scenario", metavar="FILE", help="replay a conformance scenario: its scripted model, tools and knowledge")
     serve.add_argument("--keepalive", type=float, default=30.0, metavar="SECONDS", help="keepalive interval on idle connections, 0 to disable (default 30)")
@@ -36,7 +38,7 @@ async def _serve(args: argparse.Namespace) -> None:
     settings = ModelSettings.from_env(mock_reply=args.mock_reply, offline=args.offline)
     builder = LocalServer.builder().addr((args.host, args.port)).seed_kb(args.seed_kb).model(settings)
     builder.auth(args.token, allow_no_auth=args.allow_no_auth)
-    builder.config(keepalive_seconds=args.keepalive)
+    builder.config(keepalive_seconds=args.keepalive, allowed_origins=tuple(args.origin), allowed_hosts=tuple(args.allow_host))
     if args.scenario:
         from smooth_nb.server.scenario import configure_builder, load_scenario
 

@@ -87,7 +87,7 @@ def chat_root(page: Page) -> Locator:
 
 
 def open_chat(page: Page, url: str) -> Locator:
-    """Load a page holding the widget and wait until its session is open."""
+    """Load a page containing the widget and wait until its session is open."""
     page.goto(url, timeout=WAIT_MS)
     root = chat_root(page)
     expect(root, "the widget connects and opens a session").to_have_attribute("data-state", "connected", timeout=WAIT_MS)

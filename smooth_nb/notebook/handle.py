@@ -92,7 +92,7 @@ class NotebookServer:
         """Return a new chat widget connected to this server."""
         from smooth_nb.notebook.widget import ChatWidget
 
-        return ChatWidget(self.ws_url, token=self.token, notice=self.notice())
+        return ChatWidget(self.ws_url, token=self.token, notice=self.notice(), allow_origin=self.handle.allow_origin)
 
     def status_lines(self) -> list[str]:
         state = "running" if self.running else "stopped"

@@ -134,7 +134,8 @@ def _start(words: list[str]) -> Any:
 
             configure_builder(builder, load_scenario(args.scenario))
             model = builder.model_settings
-        builder.config(allowed_origins=tuple(args.origin), notice=notice_for(model.mode))
+        origins = tuple(args.origin) + tuple(sorted(jupyter_server_origins()))
+        builder.config(allowed_origins=origins, notice=notice_for(model.mode))
         handle = builder.start()
     except (OSError, ValueError) as exc:  # bad address or port, busy port, unusable scenario file
         print(f"%smooth_local start: {exc}")
@@ -175,6 +176,47 @@ def _widget() -> None:
         print("No smooth-nb server is running in this kernel. Start one with %smooth_local start.")
         return
     display(server.widget())
+
+
+def jupyter_server_origins() -> set[str]:
+    """Return the browser origins of the Jupyter server that started this kernel, when it can be found.
+
+    The server's runtime file (``jpserver-<pid>.json``) gives its URL; the pid
+    is the ``JPY_PARENT_PID`` the kernel was started with. A front-end that is
+    not a Jupyter server (VS Code, for example) is found through the widget
+    instead, which reports its page's origin over the comm.
+    """
+    import glob
+    import json
+    import os
+    from urllib.parse import urlsplit
+
+    parent = os.environ.get("JPY_PARENT_PID")
+    if not parent:
+        return set()
+    try:
+        from jupyter_core.paths import jupyter_runtime_dir
+
+        runtime = jupyter_runtime_dir()
+    except ImportError:
+        return set()
+    origins: set[str] = set()
+    for path in glob.glob(os.path.join(runtime, "jpserver-*.json")) + glob.glob(os.path.join(runtime, "nbserver-*.json")):
+        try:
+            with open(path, encoding="utf-8") as handle:
+                info = json.load(handle)
+        except (OSError, ValueError):
+            continue
+        if str(info.get("pid")) != parent or not isinstance(info.get("url"), str):
+            continue
+        url = urlsplit(info["url"])
+        if not url.scheme or not url.netloc:
+            continue
+        origins.add(f"{url.scheme}://{url.netloc}")
+        if url.hostname in ("localhost", "127.0.0.1") and url.port:
+            origins.add(f"{url.scheme}://localhost:{url.port}")
+            origins.add(f"{url.scheme}://127.0.0.1:{url.port}")
+    return origins
 
 
 _exit_hook_registered = False

@@ -22,7 +22,7 @@ from smooth_nb.server import protocol
 from smooth_nb.server.interactions import INVALID_SUMMARY
 from smooth_nb.server.knowledge import KnowledgeBase
 from smooth_nb.server.protocol import ProtocolError
-from smooth_nb.server.store import AGENT_NAME, MemoryStore, Session, wire_message
+from smooth_nb.server.store import AGENT_NAME, MemoryStore, Session, StoreFull, wire_message
 from smooth_nb.server.tools import Tool
 from smooth_nb.server.turns import Park, start_turn
 
@@ -51,7 +51,31 @@ class ServerState:
     keepalive_seconds: float = 30.0
     #: Called with every frame sent to any connection (the notebook's live views).
     frame_listeners: list[FrameListener] = field(default_factory=list)
+    #: Sessions with a running or parked turn; never evicted.
+    busy_sessions: set[str] = field(default_factory=set)
+    #: The in-memory backplane: the connections that used each session.
+    subscribers: dict[str, set[Connection]] = field(default_factory=dict)
     closing: bool = False
+
+    def __post_init__(self) -> None:
+        self.store.is_busy = self.busy_sessions.__contains__
+
+    def subscribe(self, session_id: str, connection: Connection) -> None:
+        self.subscribers.setdefault(session_id, set()).add(connection)
+
+    def unsubscribe(self, connection: Connection) -> None:
+        for session_id in list(self.subscribers):
+            listeners = self.subscribers[session_id]
+            listeners.discard(connection)
+            if not listeners:
+                del self.subscribers[session_id]
+
+    def publish(self, session_id: str, event: dict[str, Any]) -> int:
+        """Send ``event`` to every connection that used the session; return how many got it."""
+        connections = list(self.subscribers.get(session_id, ()))
+        for connection in connections:
+            connection.send(event)
+        return len(connections)
 
 
 class Connection:
@@ -136,6 +160,7 @@ class Connection:
     def closed(self) -> None:
         """Release the connection: a turn still running ends with it."""
         self.state.connections.discard(self)
+        self.state.unsubscribe(self)
         if self._keepalive is not None:
             self._keepalive.cancel()
         if self.turn is not None and not self.turn.done():
@@ -150,15 +175,19 @@ class Connection:
         agent_id = protocol.required_str(frame, "agentId")
         if not agent_id.strip():
             raise ProtocolError(protocol.VALIDATION_ERROR, "invalid 'agentId': must not be empty")
-        session = self.state.store.create_session(
-            agent_id,
-            user_name=protocol.optional_str(frame, "userName"),
-            user_email=protocol.optional_str(frame, "userEmail"),
-            supports=protocol.optional_str_list(frame, "supports"),
-            metadata=protocol.optional_object(frame, "metadata"),
-        )
+        fields = {
+            "user_name": protocol.optional_str(frame, "userName"),
+            "user_email": protocol.optional_str(frame, "userEmail"),
+            "supports": protocol.optional_str_list(frame, "supports"),
+            "metadata": protocol.optional_object(frame, "metadata"),
+        }
         protocol.optional_str(frame, "browserFingerprint")
         protocol.optional_object(frame, "authContext")
+        try:
+            session = self.state.store.create_session(agent_id, **fields)
+        except StoreFull as exc:
+            raise ProtocolError(protocol.SESSIONS_FULL, str(exc)) from None
+        self.state.subscribe(session.session_id, self)
         logger.debug("session %s created", session.session_id)
         self.send(protocol.immediate_response(request_id, 200, _session_data(session)))
 
@@ -213,6 +242,12 @@ class Connection:
             self.state.router.check_available()
         except LlmUnavailable as exc:
             raise ProtocolError(protocol.LLM_UNAVAILABLE, str(exc)) from None
+        if not self.state.store.has_room(session, 2):
+            raise ProtocolError(
+                protocol.CONVERSATION_FULL,
+                f"this conversation holds the maximum of {self.state.store.max_messages} messages; start a new session",
+            )
+        self.state.subscribe(session.session_id, self)
         turn_id = request_id if request_id is not None else protocol.new_id()
         self.turn_request_id = turn_id
         self.turn = start_turn(self, session, turn_id, text, stream=stream is not False)

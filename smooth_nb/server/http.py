@@ -1,12 +1,16 @@
-"""Tornado routes: ``/ws`` (the protocol), ``/health``, and the optional widget page.
+"""Tornado routes: ``/ws`` (the protocol), ``/health``, ``/admin``, and the optional widget page.
 
 The handlers run on whatever asyncio loop is current when the server starts:
 the kernel's own loop inside a notebook, the CLI's loop otherwise.
+
+Every route first checks the ``Host`` header, so a DNS-rebinding page (a
+hostile name that resolves to 127.0.0.1) cannot reach the server through the
+browser. ``/ws`` also checks ``Origin``, because browsers let any page open a
+WebSocket to any host, and then the verifier's token.
 """
 
 from __future__ import annotations
 
-import hmac
 import json
 import logging
 from importlib import resources
@@ -16,50 +20,100 @@ from urllib.parse import urlsplit
 import tornado.web
 import tornado.websocket
 
+from smooth_nb.server import protocol
+from smooth_nb.server.auth import Principal, Verifier
 from smooth_nb.server.dispatch import Connection, ServerState
 
 logger = logging.getLogger(__name__)
 
 #: Host names that always mean this machine.
-LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
+LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
+
+#: Bytes of frames a client may leave unread before its socket is closed.
+DEFAULT_MAX_PENDING_BYTES = 8 * 1024 * 1024
 
 
 class HttpSettings:
-    """What the routes need beyond the protocol state."""
+    """What the routes check beyond the protocol state."""
 
     def __init__(
         self,
         *,
-        token: str | None,
-        allowed_origins: frozenset[str],
-        widget_token: str | None,
-        serve_widget: bool,
-        notice: str | None,
+        verifier: Verifier,
+        bind_host: str,
+        allowed_origins: set[str],
+        allowed_hosts: frozenset[str] = frozenset(),
+        widget_token: str | None = None,
+        serve_widget: bool = False,
+        notice: str | None = None,
+        max_pending_bytes: int = DEFAULT_MAX_PENDING_BYTES,
     ) -> None:
-        self.token = token
+        self.verifier = verifier
+        self.bind_host = bind_host
+        #: Browser origins allowed besides the server's own; the notebook adds its front-end's.
         self.allowed_origins = allowed_origins
+        self.allowed_hosts = allowed_hosts
         self.widget_token = widget_token
         self.serve_widget = serve_widget
         self.notice = notice
+        self.max_pending_bytes = max_pending_bytes
 
     def __repr__(self) -> str:
-        # Tokens never reach a log line or a traceback.
-        return f"HttpSettings(auth={'local-token' if self.token else 'none'}, serve_widget={self.serve_widget})"
+        # The widget token is a secret: it never reaches a log line or a traceback.
+        return f"HttpSettings(auth={self.verifier.mode}, serve_widget={self.serve_widget})"
+
+    def host_allowed(self, host_header: str) -> bool:
+        hostname = urlsplit(f"//{host_header}").hostname or ""
+        hostname = hostname.lower()
+        if "*" in self.allowed_hosts:
+            return True
+        return hostname in LOOPBACK_NAMES or hostname == self.bind_host.lower() or hostname in self.allowed_hosts
+
+    def origin_allowed(self, origin: str, host_header: str) -> bool:
+        origin = origin.rstrip("/")
+        if origin in self.allowed_origins:
+            return True
+        parsed = urlsplit(origin)
+        return parsed.scheme in ("http", "https") and parsed.netloc.lower() == host_header.lower()
 
 
-def _token_matches(expected: str | None, given: str | None) -> bool:
-    if expected is None:
-        return True
-    if given is None:
-        return False
-    return hmac.compare_digest(expected.encode(), given.encode())
+def error_body(code: str, message: str) -> dict[str, Any]:
+    """Build the protocol's error envelope, used by HTTP routes too."""
+    return protocol.error(None, code, message)
 
 
-def _bearer(request: Any) -> str | None:
-    header = request.headers.get("Authorization", "")
-    if header.lower().startswith("bearer "):
+def request_token(handler: tornado.web.RequestHandler) -> str | None:
+    header = handler.request.headers.get("Authorization", "")
+    if header[:7].lower() == "bearer ":
         return header[7:].strip()
-    return None
+    return handler.get_query_argument("token", None)
+
+
+class GuardedHandler(tornado.web.RequestHandler):
+    """Base of the HTTP routes: rejects requests whose Host is not this server's."""
+
+    def initialize(self, state: ServerState, settings: HttpSettings) -> None:
+        self.state = state
+        self.http = settings
+
+    def prepare(self) -> None:
+        if not self.http.host_allowed(self.request.host):
+            logger.warning("rejected %s %s: Host %r is not allowed", self.request.method, self.request.path, self.request.host)
+            self.send_json(403, error_body("FORBIDDEN_HOST", f"Host {self.request.host[:100]!r} is not allowed"))
+
+    def send_json(self, status: int, body: Any) -> None:
+        self.set_status(status)
+        self.set_header("Content-Type", "application/json; charset=utf-8")
+        self.set_header("Cache-Control", "no-store")
+        self.finish(json.dumps(body, ensure_ascii=False))
+
+    def authenticate(self) -> Principal | None:
+        """Return the principal, or send 401 and return None."""
+        principal = self.http.verifier.verify(request_token(self))
+        if principal is None:
+            logger.warning("rejected %s %s from %s: missing or wrong token", self.request.method, self.request.path, self.request.remote_ip)
+            self.send_json(401, error_body("UNAUTHORIZED", "missing or wrong token: send Authorization: Bearer <token>"))
+        return principal
 
 
 class ProtocolSocket(tornado.websocket.WebSocketHandler):
@@ -69,30 +123,30 @@ class ProtocolSocket(tornado.websocket.WebSocketHandler):
         self.state = state
         self.http = settings
         self.connection: Connection | None = None
+        self._pending_bytes = 0
 
     async def get(self, *args: Any, **kwargs: Any) -> None:
-        given = self.get_query_argument("token", None) or _bearer(self.request)
-        if not _token_matches(self.http.token, given):
+        if not self.http.host_allowed(self.request.host):
+            logger.warning("rejected /ws: Host %r is not allowed", self.request.host)
+            self.set_status(403)
+            self.finish(error_body("FORBIDDEN_HOST", f"Host {self.request.host[:100]!r} is not allowed"))
+            return
+        if self.http.verifier.verify(request_token(self)) is None:
             logger.warning("rejected /ws connection from %s: missing or wrong token", self.request.remote_ip)
             self.set_status(401)
-            self.finish({"error": {"code": "UNAUTHORIZED", "message": "missing or wrong token; pass ?token=..."}})
+            self.finish(error_body("UNAUTHORIZED", "missing or wrong token: connect to /ws?token=<token>"))
             return
         await super().get(*args, **kwargs)
 
     def check_origin(self, origin: str) -> bool:
-        """Accept the server's own origin, loopback pages and configured origins.
+        """Accept the server's own origin and the allowed origins; reject every other page.
 
-        Browsers let any page open a WebSocket to any host, so without this check
-        a page from anywhere could drive a server on 127.0.0.1. Clients that are
-        not browsers send no Origin and are accepted by tornado before this runs.
+        Tornado calls this only for requests that carry an Origin header, so
+        clients that are not browsers are not affected.
         """
-        if origin in self.http.allowed_origins:
+        if self.http.origin_allowed(origin, self.request.host):
             return True
-        parsed = urlsplit(origin)
-        host = (parsed.hostname or "").lower()
-        if host in LOOPBACK_NAMES or parsed.netloc == self.request.host:
-            return True
-        logger.warning("rejected /ws connection from origin %s", origin)
+        logger.warning("rejected /ws connection from origin %s", origin[:200])
         return False
 
     def open(self, *args: Any, **kwargs: Any) -> None:
@@ -103,7 +157,17 @@ class ProtocolSocket(tornado.websocket.WebSocketHandler):
     def _write(self, text: str) -> None:
         if self.ws_connection is None or self.ws_connection.is_closing():
             return
-        self.write_message(text)
+        size = len(text)
+        self._pending_bytes += size
+        if self._pending_bytes > self.http.max_pending_bytes:
+            logger.warning("closing /ws from %s: over %d bytes left unread", self.request.remote_ip, self.http.max_pending_bytes)
+            self.close(1008, "client is not reading its frames")
+            return
+        future = self.write_message(text)
+        future.add_done_callback(lambda _: self._written(size))
+
+    def _written(self, size: int) -> None:
+        self._pending_bytes -= size
 
     def on_message(self, message: str | bytes) -> None:
         if self.connection is not None:
@@ -114,20 +178,17 @@ class ProtocolSocket(tornado.websocket.WebSocketHandler):
             self.connection.closed()
 
 
-class HealthHandler(tornado.web.RequestHandler):
-    def initialize(self, state: ServerState, settings: HttpSettings) -> None:
-        self.state = state
-
+class HealthHandler(GuardedHandler):
     def get(self) -> None:
-        self.set_header("Cache-Control", "no-store")
-        self.finish(
+        self.send_json(
+            200,
             {
                 "status": "ok",
                 "flavor": "local",
                 "model": self.state.router.settings.mode,
                 "sessions": len(self.state.store.sessions),
                 "connections": len(self.state.connections),
-            }
+            },
         )
 
 
@@ -162,33 +223,33 @@ _PAGE = """<!doctype html>
 """
 
 
-class WidgetPageHandler(tornado.web.RequestHandler):
-    def initialize(self, state: ServerState, settings: HttpSettings) -> None:
-        self.http = settings
-
+class WidgetPageHandler(GuardedHandler):
     def get(self) -> None:
         config = {"token": self.http.widget_token, "notice": self.http.notice}
         # json.dumps output is safe inside a script element once "</" cannot close it.
         embedded = json.dumps(config).replace("</", "<\\/")
         self.set_header("Content-Type", "text/html; charset=utf-8")
         self.set_header("Cache-Control", "no-store")
+        # The page embeds the token: it must not be framed or read by another origin.
+        self.set_header("X-Frame-Options", "DENY")
+        self.set_header("Content-Security-Policy", "frame-ancestors 'none'")
         self.finish(_PAGE.format(config=embedded))
 
 
-class WidgetScriptHandler(tornado.web.RequestHandler):
-    def initialize(self, state: ServerState, settings: HttpSettings) -> None:
-        pass
-
+class WidgetScriptHandler(GuardedHandler):
     def get(self) -> None:
         self.set_header("Content-Type", "application/javascript; charset=utf-8")
         self.finish(widget_script())
 
 
 def make_app(state: ServerState, settings: HttpSettings, *, max_frame_bytes: int) -> tornado.web.Application:
+    from smooth_nb.server.admin import admin_routes
+
     handler_args = {"state": state, "settings": settings}
     routes: list[Any] = [
         (r"/ws", ProtocolSocket, handler_args),
         (r"/health", HealthHandler, handler_args),
+        *admin_routes(handler_args),
     ]
     if settings.serve_widget:
         routes += [

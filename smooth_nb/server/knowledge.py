@@ -16,8 +16,11 @@ from __future__ import annotations
 
 import math
 import re
+import time
 from collections import Counter
 from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
 
 _WORD = re.compile(r"[a-z0-9]+")
 
@@ -66,6 +69,7 @@ class KnowledgeBase:
 
     def __init__(self) -> None:
         self._documents: dict[str, _Document] = {}
+        self._runs: list[dict[str, Any]] = []
 
     def __len__(self) -> int:
         return len(self._documents)
@@ -78,6 +82,38 @@ class KnowledgeBase:
 
     # The engine's retriever interface calls this ``ingest``.
     ingest = add
+
+    def add_many(self, documents: list[tuple[str, str]], *, label: str) -> None:
+        """Add ``(source, content)`` pairs and record them as one indexing run."""
+        started = _now()
+        clock = time.perf_counter()
+        for source, content in documents:
+            self.add(content, source)
+        self.record_run(label, [source for source, _ in documents], started, time.perf_counter() - clock)
+
+    def record_run(self, label: str, sources: list[str], started: str, seconds: float) -> None:
+        self._runs.append(
+            {
+                "id": f"run-{len(self._runs) + 1}",
+                "label": label,
+                "status": "completed",
+                "documents": len(sources),
+                "documentSets": sorted({document_set(source) for source in sources}),
+                "startedAt": started,
+                "durationMs": round(seconds * 1000, 3),
+            }
+        )
+        # Runs are a log for humans; keep the newest hundred.
+        del self._runs[:-100]
+
+    def runs(self) -> list[dict[str, Any]]:
+        return list(self._runs)
+
+    def document_sets(self) -> list[dict[str, Any]]:
+        sets: dict[str, list[str]] = {}
+        for source in self._documents:
+            sets.setdefault(document_set(source), []).append(source)
+        return [{"id": name, "documents": len(sources), "sources": sources} for name, sources in sets.items()]
 
     def clear(self) -> None:
         self._documents.clear()
@@ -131,5 +167,14 @@ DEMO_DOCUMENTS = {
 
 
 def seed_demo(knowledge: KnowledgeBase) -> None:
-    for source, content in DEMO_DOCUMENTS.items():
-        knowledge.add(content, source)
+    knowledge.add_many(list(DEMO_DOCUMENTS.items()), label="demo knowledge base")
+
+
+def document_set(source: str) -> str:
+    """Return the document set of a source: its first path segment, or ``default``."""
+    head, sep, _ = source.partition("/")
+    return head if sep and head else "default"
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")

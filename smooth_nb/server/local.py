@@ -42,7 +42,9 @@ from tornado.netutil import bind_sockets
 from smooth_nb.engine import ModelRouter, ModelSettings, warm_up
 from smooth_nb.server import protocol
 from smooth_nb.server.dispatch import ServerState
-from smooth_nb.server.http import HttpSettings, make_app
+from smooth_nb.server.auth import LocalTokenVerifier, NoAuth
+from smooth_nb.server.http import DEFAULT_MAX_PENDING_BYTES, HttpSettings, make_app
+from smooth_nb.server.store import MemoryStore
 from smooth_nb.server.knowledge import KnowledgeBase, seed_demo
 from smooth_nb.server.tools import Tool
 
@@ -59,12 +61,15 @@ class ServerConfig:
     """Settings of a local server other than its bind address and storage."""
 
     seed_kb: bool = False
-    #: Shared secret for ``/ws?token=``; None turns auth off.
+    #: Shared secret for ``/ws?token=`` and ``/admin``; None turns auth off.
     token: str | None = field(default=None, repr=False)
     #: Start on a non-loopback address without a token anyway.
     allow_no_auth: bool = False
-    #: Extra browser origins allowed to open ``/ws`` (loopback origins always are).
+    #: Browser origins besides the server's own allowed to open ``/ws`` and call ``/admin``.
     allowed_origins: tuple[str, ...] = ()
+    #: Host names besides loopback names and the bind address accepted in the Host header;
+    #: ``"*"`` accepts any (only sensible behind a token on a public bind).
+    allowed_hosts: tuple[str, ...] = ()
     #: Serve the chat page at ``/`` and its script at ``/chat-widget.iife.js``.
     serve_widget: bool = False
     #: Token the chat page connects with; defaults to ``token``.
@@ -84,6 +89,12 @@ class ServerConfig:
     interactions: bool = True
     #: Documents loaded into the knowledge base at start, as ``(source, content)`` pairs.
     documents: tuple[tuple[str, str], ...] = ()
+    #: Most sessions kept; past it the least recently used idle session is evicted.
+    max_sessions: int = 10_000
+    #: Most messages in one conversation; past it send_message fails with CONVERSATION_FULL.
+    max_messages: int = 2_000
+    #: Bytes of frames a client may leave unread before its socket is closed.
+    max_pending_bytes: int = DEFAULT_MAX_PENDING_BYTES
 
 
 def parse_addr(addr: str | tuple[str, int]) -> tuple[str, int]:
@@ -206,6 +217,7 @@ class LocalServerHandle:
         model = config.model if config.model is not None else ModelSettings.from_env()
         state = ServerState(
             router=ModelRouter(model),
+            store=MemoryStore(max_sessions=config.max_sessions, max_messages=config.max_messages),
             instructions=config.instructions,
             interactions=config.interactions,
             confirmation_timeout=config.confirmation_timeout,
@@ -214,15 +226,18 @@ class LocalServerHandle:
         state.tools = {tool.name: tool for tool in tools}
         if config.seed_kb:
             seed_demo(state.knowledge)
-        for source, content in config.documents:
-            state.knowledge.add(content, source)
+        if config.documents:
+            state.knowledge.add_many(list(config.documents), label="configured documents")
 
         settings = HttpSettings(
-            token=config.token,
-            allowed_origins=frozenset(config.allowed_origins),
+            verifier=LocalTokenVerifier(config.token) if config.token is not None else NoAuth(),
+            bind_host=host,
+            allowed_origins={origin.rstrip("/") for origin in config.allowed_origins},
+            allowed_hosts=frozenset(name.lower() for name in config.allowed_hosts),
             widget_token=config.widget_token if config.widget_token is not None else config.token,
             serve_widget=config.serve_widget,
             notice=config.notice,
+            max_pending_bytes=config.max_pending_bytes,
         )
         app = make_app(state, settings, max_frame_bytes=config.max_frame_bytes)
         try:
@@ -237,6 +252,7 @@ class LocalServerHandle:
         self.port = sockets[0].getsockname()[1]
         self.config = config
         self.state = state
+        self._http = settings
         self._http_server = http_server
         self._stopped = False
         self._finalizer = weakref.finalize(self, _stop_listening, http_server, state)
@@ -266,6 +282,16 @@ class LocalServerHandle:
     def token(self) -> str | None:
         """The ``/ws`` token, or None when auth is off."""
         return self.config.token
+
+    def allow_origin(self, origin: str) -> None:
+        """Let browser pages from ``origin`` (``scheme://host[:port]``) open ``/ws`` and call ``/admin``."""
+        if not isinstance(origin, str) or "://" not in origin:
+            raise ValueError(f"invalid origin {origin!r}: expected scheme://host[:port], for example http://localhost:8888")
+        self._http.allowed_origins.add(origin.rstrip("/"))
+
+    @property
+    def allowed_origins(self) -> frozenset[str]:
+        return frozenset(self._http.allowed_origins)
 
     @property
     def running(self) -> bool:

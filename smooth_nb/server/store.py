@@ -53,12 +53,34 @@ class Conversation:
     index_by_id: dict[str, int] = field(default_factory=dict)
 
 
-class MemoryStore:
-    """Sessions and their conversations, held in dictionaries."""
+class StoreFull(Exception):
+    """A cap of the in-memory store is reached and nothing can be evicted."""
 
-    def __init__(self) -> None:
+
+class ConversationFull(StoreFull):
+    """The conversation reached its message cap."""
+
+
+class MemoryStore:
+    """Sessions and their conversations, held in dictionaries, with caps.
+
+    At ``max_sessions`` the least recently used session that ``is_busy`` does
+    not protect is evicted with its conversation. A conversation holds at most
+    ``max_messages`` messages; :meth:`append` raises :class:`ConversationFull`
+    past that, so history is never dropped silently.
+    """
+
+    def __init__(self, *, max_sessions: int = 10_000, max_messages: int = 2_000) -> None:
+        if max_sessions < 1 or max_messages < 2:
+            raise ValueError("max_sessions must be at least 1 and max_messages at least 2")
+        self.max_sessions = max_sessions
+        self.max_messages = max_messages
+        # Insertion order is recency order: get_session moves a session to the end.
         self.sessions: dict[str, Session] = {}
         self.conversations: dict[str, Conversation] = {}
+        self.evicted = 0
+        #: Returns True for sessions that must not be evicted (a running or parked turn).
+        self.is_busy: Any = lambda session_id: False
 
     def create_session(
         self,
@@ -80,18 +102,34 @@ class MemoryStore:
             supports=list(supports or []),
             metadata=dict(metadata or {}),
         )
+        self._make_room()
         self.sessions[session.session_id] = session
         self.conversations[session.conversation_id] = Conversation(session.conversation_id)
         return session
 
+    def _make_room(self) -> None:
+        while len(self.sessions) >= self.max_sessions:
+            victim = next((s for s in self.sessions.values() if not self.is_busy(s.session_id)), None)
+            if victim is None:
+                raise StoreFull(f"all {self.max_sessions} sessions have a turn running or parked; none can be evicted")
+            del self.sessions[victim.session_id]
+            del self.conversations[victim.conversation_id]
+            self.evicted += 1
+
     def get_session(self, session_id: str) -> Session | None:
-        session = self.sessions.get(session_id)
+        session = self.sessions.pop(session_id, None)
         if session is not None:
             session.last_active = time.monotonic()
+            self.sessions[session_id] = session
         return session
 
     def append(self, session: Session, direction: str, text: str, structured: dict[str, Any] | None = None) -> Message:
         conversation = self.conversations[session.conversation_id]
+        if len(conversation.messages) >= self.max_messages:
+            raise ConversationFull(
+                f"conversation {session.conversation_id} holds the maximum of {self.max_messages} messages; "
+                "start a new session to continue"
+            )
         message = Message(
             id=new_id(),
             direction=direction,
@@ -102,6 +140,9 @@ class MemoryStore:
         conversation.index_by_id[message.id] = len(conversation.messages)
         conversation.messages.append(message)
         return message
+
+    def has_room(self, session: Session, count: int) -> bool:
+        return len(self.conversations[session.conversation_id].messages) + count <= self.max_messages
 
     def history(self, session: Session) -> list[Message]:
         """Return the session's messages, oldest first."""

@@ -239,7 +239,11 @@ def start_turn(connection: Connection, session: Session, request_id: str, text: 
         protocol.immediate_response(request_id, 202, {"sessionId": session.session_id, "messageId": user_message.id})
     )
     run = TurnRun(connection, session, request_id, text, stream)
-    return asyncio.get_running_loop().create_task(run.run(history), name=f"smooth-nb turn {request_id}")
+    busy = connection.state.busy_sessions
+    busy.add(session.session_id)
+    task = asyncio.get_running_loop().create_task(run.run(history), name=f"smooth-nb turn {request_id}")
+    task.add_done_callback(lambda _: busy.discard(session.session_id))
+    return task
 
 
 def _cancelled(request_id: str) -> dict[str, Any]:
