@@ -20,6 +20,7 @@ import signal
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -117,13 +118,29 @@ def save_screenshot(page: Page, name: str) -> Path:
     return path
 
 
+@dataclass
+class StaticPage:
+    """One HTML document served at ``/`` from 127.0.0.1; set ``document`` before loading ``url``."""
+
+    origin: str
+    document: str = ""
+
+    @property
+    def url(self) -> str:
+        return self.origin + "/"
+
+
 @contextlib.contextmanager
-def serve_html(document: str) -> Iterator[str]:
-    """Serve one HTML document at ``/`` from 127.0.0.1, giving the page a loopback origin."""
-    body = document.encode("utf-8")
+def serve_static_page() -> Iterator[StaticPage]:
+    """Serve a page from its own loopback origin, a different port from the chat server's.
+
+    The port is known before the document is written, so a test can pass the
+    page's origin to ``serve --origin`` and then embed the server's URL.
+    """
 
     class PageHandler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
+            body = static_page.document.encode("utf-8")
             self.send_response(HTTPStatus.OK)
             self.send_header("Content-Type", "text/html; charset=utf-8")
             self.send_header("Content-Length", str(len(body)))
@@ -134,14 +151,23 @@ def serve_html(document: str) -> Iterator[str]:
             pass
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), PageHandler)
+    static_page = StaticPage(origin=f"http://127.0.0.1:{server.server_address[1]}")
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/"
+        yield static_page
     finally:
         server.shutdown()
         server.server_close()
         thread.join(10)
+
+
+def fallback_document(ws_url: str) -> str:
+    """Wrap the notebook's ``text/html`` fallback in a complete page."""
+    return (
+        '<!doctype html>\n<html lang="en"><head><meta charset="utf-8"><title>fallback</title></head>\n'
+        f"<body>\n{fallback_html(ws_url)}\n</body></html>\n"
+    )
 
 
 # ---------------------------------------------------------------------------
@@ -254,17 +280,26 @@ def test_wrong_token_shows_disconnected(page: Page):
 
 
 def test_fallback_html_answers_in_browser(page: Page):
-    with serve("--mock-reply", "fallback ok") as server:
-        document = (
-            '<!doctype html>\n<html lang="en"><head><meta charset="utf-8"><title>fallback</title></head>\n'
-            f"<body>\n{fallback_html(server.ws_url)}\n</body></html>\n"
-        )
-        with serve_html(document) as page_url:
-            open_chat(page, page_url)
+    with serve_static_page() as static_page:
+        with serve("--mock-reply", "fallback ok", "--origin", static_page.origin) as server:
+            static_page.document = fallback_document(server.ws_url)
+            open_chat(page, static_page.url)
             send_message(page, "hello")
             answer = wait_for_answer(page).get_by_test_id("smooth-chat-text").text_content(timeout=WAIT_MS)
 
     assert answer == "fallback ok", f"the mock reply is shown: {answer!r}"
+
+
+def test_unlisted_origin_page_is_rejected(page: Page):
+    with serve_static_page() as static_page:
+        with serve("--mock-reply", "unused") as server:
+            static_page.document = fallback_document(server.ws_url)
+            page.goto(static_page.url, timeout=WAIT_MS)
+
+            expect(chat_root(page), "a page from another origin cannot open /ws").to_have_attribute(
+                "data-state", "disconnected", timeout=WAIT_MS
+            )
+            expect(page.get_by_test_id("smooth-chat-input"), "the input is disabled").to_be_disabled(timeout=WAIT_MS)
 
 
 def test_offline_page_answers_from_knowledge_base(page: Page):
