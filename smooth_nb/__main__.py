@@ -45,6 +45,7 @@ async def _serve(args: argparse.Namespace) -> None:
         configure_builder(builder, load_scenario(args.scenario))
     if args.widget:
         builder.serve_widget()
+        builder.config(notice=builder.model_settings.notice())
     server = await builder.spawn()
 
     stop = asyncio.Event()

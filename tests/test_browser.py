@@ -120,7 +120,7 @@ def save_screenshot(page: Page, name: str) -> Path:
 
 @dataclass
 class StaticPage:
-    """One HTML document served at ``/`` from 127.0.0.1; set ``document`` before loading ``url``."""
+    """An HTML document served at ``/`` from 127.0.0.1. Set ``document`` before loading ``url``."""
 
     origin: str
     document: str = ""
@@ -244,8 +244,8 @@ def test_stopped_server_shows_disconnected(page: Page):
         expect(root, "the root reports the lost connection").to_have_attribute(
             "data-state", "disconnected", timeout=WAIT_MS
         )
-        expect(page.get_by_test_id("smooth-chat-status"), "the status text says disconnected").to_contain_text(
-            "disconnected", timeout=WAIT_MS
+        expect(page.get_by_test_id("smooth-chat-status"), "the status text says the server is gone").to_contain_text(
+            "the server is gone", timeout=WAIT_MS
         )
         expect(page.get_by_test_id("smooth-chat-input"), "the input is disabled").to_be_disabled(timeout=WAIT_MS)
         expect(page.get_by_test_id("smooth-chat-send"), "Send is disabled").to_be_disabled(timeout=WAIT_MS)
@@ -270,8 +270,8 @@ def test_wrong_token_shows_disconnected(page: Page):
         expect(chat_root(page), "the root reports the rejected connection").to_have_attribute(
             "data-state", "disconnected", timeout=WAIT_MS
         )
-        expect(page.get_by_test_id("smooth-chat-status"), "the status text says disconnected").to_contain_text(
-            "disconnected", timeout=WAIT_MS
+        expect(page.get_by_test_id("smooth-chat-status"), "the status text says the connection was refused").to_contain_text(
+            "could not connect", timeout=WAIT_MS
         )
         expect(page.get_by_test_id("smooth-chat-input"), "the input is disabled").to_be_disabled(timeout=WAIT_MS)
         server_output = "".join(server.output)

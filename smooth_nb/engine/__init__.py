@@ -86,6 +86,19 @@ class ModelSettings:
             return cls(mode="gateway", base_url=base_url, api_key=key, model=model)
         return cls(mode="offline" if offline_without_key else "unavailable", model=model)
 
+    def notice(self) -> str | None:
+        """Return the banner a chat UI shows for this mode, or None when a real model answers."""
+        if self.mode == "offline":
+            return (
+                "Offline mode: no LLM is configured, so each answer is the best matching "
+                "knowledge-base passage. " + CONNECT_HINT
+            )
+        if self.mode == "mock":
+            return "Mock model: every turn answers the same fixed reply."
+        if self.mode == "script":
+            return "Scripted model: turns replay a scenario's scripted replies."
+        return None
+
     def describe(self) -> str:
         """Return a one-line, secret-free description for logs and cell output."""
         if self.mode == "gateway":
@@ -197,6 +210,8 @@ class ModelRouter:
         needs_approval: Callable[[str, dict[str, Any]], bool] | None = None,
         approve: Callable[[str, dict[str, Any]], Awaitable[bool]] | None = None,
         approval_timeout: float = 3600.0,
+        model: str | None = None,
+        on_llm_call: Callable[[Any], None] | None = None,
     ) -> AsyncIterator[Any]:
         """Run one turn and yield the engine's stream events.
 
@@ -209,10 +224,17 @@ class ModelRouter:
         Tools for which ``needs_approval(name, arguments)`` is true run only
         after ``approve(name, arguments)`` returns True; a False, or no answer
         within ``approval_timeout`` seconds, gives the model a refusal instead.
+        ``model`` overrides the configured model name for this turn, and
+        ``on_llm_call`` receives a :class:`~smooth_nb.engine.recording.LlmCall`
+        for every model call.
         """
         from smooth_operator_core import AgentOptions, DelegateHumanGate, HumanApprovalResponse, SmoothAgent, ToolHook
 
         provider = self._provider(knowledge)
+        if on_llm_call is not None:
+            from smooth_nb.engine.recording import RecordingProvider
+
+            provider = RecordingProvider(provider, on_llm_call)
         hooks = []
         if tool_errors is not None:
 
@@ -238,8 +260,8 @@ class ModelRouter:
             options.human_gate = DelegateHumanGate(decide)
             options.requires_approval = needs_approval
             options.approval_timeout_seconds = approval_timeout
-        if self.settings.model:
-            options.model = self.settings.model
+        if model or self.settings.model:
+            options.model = model or self.settings.model
         agent = SmoothAgent(provider, options)
         async for event in agent.run_stream(message, history=list(history)):
             yield event

@@ -32,12 +32,10 @@ def _chunk(content: str | None = None, usage: Any = None) -> SimpleNamespace:
     return SimpleNamespace(choices=choices, usage=usage)
 
 
-async def stream_text(text: str, prompt_tokens: int) -> AsyncIterator[SimpleNamespace]:
-    """Yield OpenAI-shaped streaming chunks for ``text``, then one carrying usage."""
+async def stream_text(text: str) -> AsyncIterator[SimpleNamespace]:
+    """Yield OpenAI-shaped streaming chunks for ``text``; no model ran, so no usage is reported."""
     for piece in split_for_streaming(text):
         yield _chunk(piece)
-    usage = SimpleNamespace(prompt_tokens=prompt_tokens, completion_tokens=len(text.split()))
-    yield _chunk(usage=usage)
 
 
 def _last_user_text(messages: list[dict[str, Any]]) -> str:
@@ -64,12 +62,10 @@ class _Completions:
             text = f"{hits[0].content} (source: {hits[0].source})"
         else:
             text = "Offline mode has no model, and the knowledge base has no passage that matches this question. " + CONNECT_HINT
-        prompt_tokens = sum(len(str(message.get("content") or "").split()) for message in messages)
         if kwargs.get("stream"):
-            return stream_text(text, prompt_tokens)
+            return stream_text(text)
         message = SimpleNamespace(content=text, tool_calls=None)
-        usage = SimpleNamespace(prompt_tokens=prompt_tokens, completion_tokens=len(text.split()))
-        return SimpleNamespace(choices=[SimpleNamespace(message=message)], usage=usage)
+        return SimpleNamespace(choices=[SimpleNamespace(message=message)], usage=None)
 
 
 class OfflineKnowledgeProvider:

@@ -5,20 +5,16 @@ from __future__ import annotations
 import html
 from typing import Any
 
-from smooth_nb.engine import CONNECT_HINT
+from smooth_nb.engine import ModelSettings
 from smooth_nb.server.local import LocalServerHandle
 
 
-def notice_for(mode: str) -> str | None:
-    """Return the banner for a model mode, or None when a real model is connected."""
-    if mode == "offline":
-        return (
-            "Offline mode: no LLM is configured, so each answer is the best matching "
-            "knowledge-base passage. " + CONNECT_HINT + " Then run %smooth_local stop and start again."
-        )
-    if mode == "mock":
-        return "Mock model: every turn answers the fixed --mock-reply text."
-    return None
+def notice_for(settings: ModelSettings) -> str | None:
+    """Return the widget banner for a model, with how to switch in a notebook."""
+    notice = settings.notice()
+    if notice is not None and settings.mode == "offline":
+        notice += " Then run %smooth_local stop and start again."
+    return notice
 
 
 class NotebookServer:
@@ -63,7 +59,7 @@ class NotebookServer:
 
     def notice(self) -> str | None:
         """Return the banner the widget shows, or None when a real model is connected."""
-        return notice_for(self.handle.model.mode)
+        return notice_for(self.handle.model)
 
     # -- lifecycle ----------------------------------------------------------
 

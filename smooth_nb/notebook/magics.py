@@ -135,7 +135,7 @@ def _start(words: list[str]) -> Any:
             configure_builder(builder, load_scenario(args.scenario))
             model = builder.model_settings
         origins = tuple(args.origin) + tuple(sorted(jupyter_server_origins()))
-        builder.config(allowed_origins=origins, notice=notice_for(model.mode))
+        builder.config(allowed_origins=origins, notice=notice_for(model))
         handle = builder.start()
     except (OSError, ValueError) as exc:  # bad address or port, busy port, unusable scenario file
         print(f"%smooth_local start: {exc}")

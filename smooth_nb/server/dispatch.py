@@ -24,6 +24,7 @@ from smooth_nb.server.knowledge import KnowledgeBase
 from smooth_nb.server.protocol import ProtocolError
 from smooth_nb.server.store import AGENT_NAME, MemoryStore, Session, StoreFull, wire_message
 from smooth_nb.server.tools import Tool
+from smooth_nb.server.turnlog import TurnLog, TurnRecord
 from smooth_nb.server.turns import Park, start_turn
 
 logger = logging.getLogger(__name__)
@@ -55,6 +56,10 @@ class ServerState:
     busy_sessions: set[str] = field(default_factory=set)
     #: The in-memory backplane: the connections that used each session.
     subscribers: dict[str, set[Connection]] = field(default_factory=dict)
+    #: Every turn's frames, model calls and tool tracebacks, for the notebook's debugging views.
+    turn_log: TurnLog = field(default_factory=TurnLog)
+    #: In-process overrides per session id: ``instructions`` (str) and ``tools`` (names to offer).
+    session_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
     closing: bool = False
 
     def __post_init__(self) -> None:
@@ -95,6 +100,8 @@ class Connection:
         self.peer = peer
         self.turn: asyncio.Task[None] | None = None
         self.turn_request_id: str | None = None
+        #: The log record of this connection's current or last turn.
+        self.record: TurnRecord | None = None
         self._last_sent = time.monotonic()
         self._keepalive: asyncio.Task[None] | None = None
         if state.keepalive_seconds > 0:
@@ -110,6 +117,9 @@ class Connection:
             except Exception:  # a broken notebook view must never break the protocol
                 logger.exception("frame listener failed")
         self._last_sent = time.monotonic()
+        record = self.record
+        if record is not None and not record.done and frame.get("type") != "keepalive":
+            record.add_frame(frame)
         self._send_text(json.dumps(frame, ensure_ascii=False, separators=(",", ":")))
 
     async def _send_keepalives(self, interval: float) -> None:
@@ -147,6 +157,8 @@ class Connection:
                 raise ProtocolError(protocol.VALIDATION_ERROR, "missing required field 'action'")
             if not isinstance(action, str):
                 raise ProtocolError(protocol.VALIDATION_ERROR, "invalid 'action': expected a string")
+            if action in _TURN_ACTIONS and self.record is not None and not self.record.done:
+                self.record.add_action(frame)
             handler = self._handlers.get(action)
             if handler is None:
                 raise ProtocolError(protocol.UNSUPPORTED_ACTION, f"unsupported action {action[:64]!r}")
@@ -223,7 +235,7 @@ class Connection:
                 f"invalid 'message': {len(text)} characters is over the limit of {protocol.MESSAGE_MAX_CHARS}",
             )
         stream = protocol.optional_bool(frame, "stream")
-        protocol.optional_str(frame, "model")
+        model = protocol.optional_str(frame, "model")
         protocol.optional_list(frame, "images")
         protocol.optional_list(frame, "files")
         skill = protocol.optional_str(frame, "skill")
@@ -250,7 +262,7 @@ class Connection:
         self.state.subscribe(session.session_id, self)
         turn_id = request_id if request_id is not None else protocol.new_id()
         self.turn_request_id = turn_id
-        self.turn = start_turn(self, session, turn_id, text, stream=stream is not False)
+        self.turn = start_turn(self, session, turn_id, text, stream=stream is not False, model=model)
 
     def _cancel(self, frame: dict[str, Any], request_id: str | None) -> None:
         protocol.optional_str(frame, "sessionId")
@@ -349,6 +361,10 @@ class Connection:
         "submit_interaction": _submit_interaction,
         "verify_otp": _verify_otp,
     }
+
+
+#: Actions that belong to the connection's running turn, kept in its log record.
+_TURN_ACTIONS = frozenset({"confirm_tool_action", "submit_interaction", "cancel"})
 
 
 def _session_data(session: Session) -> dict[str, Any]:

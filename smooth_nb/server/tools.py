@@ -11,9 +11,12 @@ from __future__ import annotations
 import inspect
 import json
 import re
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+from smooth_nb.server.turnlog import current_record
 
 _TOOL_NAME = re.compile(r"^\S{1,128}$")
 
@@ -37,9 +40,17 @@ class Tool:
             raise TypeError(f"tool {self.name!r}: handler must be callable, got {type(self.handler).__name__}")
 
     async def execute(self, arguments: dict[str, Any]) -> str:
-        result = self.handler(arguments)
-        if inspect.isawaitable(result):
-            result = await result
+        try:
+            result = self.handler(arguments)
+            if inspect.isawaitable(result):
+                result = await result
+        except Exception:
+            # The engine turns the exception into an error result for the model;
+            # the traceback is kept for the person debugging the turn.
+            record = current_record.get()
+            if record is not None:
+                record.tool_tracebacks.setdefault(self.name, []).append(traceback.format_exc())
+            raise
         if isinstance(result, str):
             return result
         return json.dumps(result, default=str, ensure_ascii=False)

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 from smooth_nb.server import protocol
 from smooth_nb.server.interactions import KINDS, InteractionKind, SpecError
 from smooth_nb.server.store import Session
+from smooth_nb.server.turnlog import TurnRecord, current_record
 
 if TYPE_CHECKING:
     from smooth_nb.server.dispatch import Connection
@@ -70,6 +71,8 @@ class TurnRun:
     request_id: str
     text: str
     stream: bool
+    record: TurnRecord
+    model: str | None = None
     deferred: dict[str, deque[dict[str, Any]]] = field(default_factory=lambda: defaultdict(deque))
     park: Park | None = None
 
@@ -139,13 +142,18 @@ class TurnRun:
     # -- running -----------------------------------------------------------------
 
     def tools(self) -> list[Any]:
-        tools: list[Any] = [tool for name, tool in self.state.tools.items() if name not in KINDS]
+        offered = self.state.session_overrides.get(self.session.session_id, {}).get("tools")
+        tools: list[Any] = [
+            tool for name, tool in self.state.tools.items() if name not in KINDS and (offered is None or name in offered)
+        ]
         if self.state.interactions:
             tools += [_RaiseTool(kind, self) for kind in KINDS.values()]
         return tools
 
     async def run(self, history: list[dict[str, Any]]) -> None:
+        current_record.set(self.record)
         state = self.state
+        overrides = state.session_overrides.get(self.session.session_id, {})
         knowledge = state.knowledge if len(state.knowledge) else None
         confirm_names = {name for name, tool in state.tools.items() if tool.confirm}
         tool_errors: list[tuple[str, bool]] = []
@@ -158,8 +166,10 @@ class TurnRun:
                 history,
                 knowledge=knowledge,
                 tools=self.tools(),
-                instructions=state.instructions,
+                instructions=overrides.get("instructions", state.instructions),
                 tool_errors=tool_errors,
+                model=self.model,
+                on_llm_call=self.record.llm_calls.append,
                 needs_approval=lambda name, arguments: name in confirm_names,
                 approve=self.confirm,
                 approval_timeout=state.confirmation_timeout,
@@ -202,7 +212,8 @@ class TurnRun:
         response = protocol.agent_response(reply)
         stored = state.store.append(self.session, "outbound", reply, structured=response)
         data: dict[str, Any] = {"messageId": stored.id, "response": response, "needsEscalation": False}
-        if usage is not None:
+        # Offline turns run no model, so they have no token usage to report.
+        if usage is not None and state.router.settings.mode != "offline":
             data["usage"] = {"promptTokens": int(usage.prompt_tokens), "completionTokens": int(usage.completion_tokens)}
             # The engine prices tokens by model name; only a real gateway turn has a real cost.
             if cost_usd and state.router.settings.mode == "gateway":
@@ -231,14 +242,18 @@ class _RaiseTool:
             raise ValueError(f"invalid {self.kind.kind} request: {exc}") from None
 
 
-def start_turn(connection: Connection, session: Session, request_id: str, text: str, *, stream: bool) -> asyncio.Task[None]:
+def start_turn(
+    connection: Connection, session: Session, request_id: str, text: str, *, stream: bool, model: str | None = None
+) -> asyncio.Task[None]:
     store = connection.state.store
     history = [{"role": message.role, "content": message.text} for message in store.history(session)]
+    record = connection.state.turn_log.start(TurnRecord(request_id, session.session_id, text, history))
+    connection.record = record
     user_message = store.append(session, "inbound", text)
     connection.send(
         protocol.immediate_response(request_id, 202, {"sessionId": session.session_id, "messageId": user_message.id})
     )
-    run = TurnRun(connection, session, request_id, text, stream)
+    run = TurnRun(connection, session, request_id, text, stream, record, model)
     busy = connection.state.busy_sessions
     busy.add(session.session_id)
     task = asyncio.get_running_loop().create_task(run.run(history), name=f"smooth-nb turn {request_id}")

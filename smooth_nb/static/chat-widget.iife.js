@@ -40,6 +40,8 @@
     serverGone: "disconnected — the server is gone",
     noSession: "disconnected — could not create a session",
     socketFailed: "disconnected — could not open the WebSocket",
+    // Browsers hide the HTTP status of a refused handshake, so 401 and 403 look alike.
+    refused: "disconnected — could not connect: the server is not running, the token is wrong, or this page's origin is not allowed",
   };
 
   const CONFIRMATION_OUTCOME_TEXT = {
@@ -523,10 +525,12 @@ a.snb-source-label:hover { text-decoration: underline; }
       }
       socket = ws;
 
+      let opened = false;
       ws.onopen = guard("socket open", function () {
         if (ws !== socket) {
           return;
         }
+        opened = true;
         sessionRequestId = newRequestId();
         sendFrame({ action: "create_conversation_session", requestId: sessionRequestId, agentId: agentId });
       });
@@ -545,10 +549,10 @@ a.snb-source-label:hover { text-decoration: underline; }
         }
       });
       ws.onerror = guard("socket error", function () {
-        loseSocket(ws, "");
+        loseSocket(ws, "", opened);
       });
       ws.onclose = guard("socket close", function (event) {
-        loseSocket(ws, event && event.reason ? event.reason : "");
+        loseSocket(ws, event && event.reason ? event.reason : "", opened);
       });
     }
 
@@ -569,7 +573,7 @@ a.snb-source-label:hover { text-decoration: underline; }
       }
     }
 
-    function loseSocket(ws, closeReason) {
+    function loseSocket(ws, closeReason, opened) {
       if (ws !== socket) {
         return;
       }
@@ -578,7 +582,8 @@ a.snb-source-label:hover { text-decoration: underline; }
       if (activeTurn) {
         finishTurn(activeTurn, "interrupted: the connection closed");
       }
-      const statusText = closeReason ? STATUS_TEXT.serverGone + " (" + closeReason + ")" : STATUS_TEXT.serverGone;
+      const base = opened ? STATUS_TEXT.serverGone : STATUS_TEXT.refused;
+      const statusText = closeReason ? base + " (" + closeReason + ")" : base;
       setConnectionState("disconnected", statusText);
     }
 
