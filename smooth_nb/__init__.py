@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from smooth_nb.notebook.handle import NotebookServer
     from smooth_nb.server import LocalServer, LocalServerHandle, ServerConfig, Tool, serve_local
 
-__all__ = ["LocalServer", "LocalServerHandle", "ServerConfig", "Tool", "current", "serve_local", "__version__"]
+__all__ = ["LocalServer", "LocalServerHandle", "ServerConfig", "Tool", "compare", "current", "serve_local", "__version__"]
 
 _SERVER_NAMES = frozenset({"LocalServer", "LocalServerBuilder", "LocalServerHandle", "ServerConfig", "Tool", "serve_local"})
 
@@ -43,6 +43,13 @@ def current() -> NotebookServer | None:
     from smooth_nb.notebook import running_server
 
     return running_server()
+
+
+def compare(a: Any, b: Any) -> Any:
+    """Show two turns side by side: text, tools, citations, tokens and time."""
+    from smooth_nb.notebook.views import compare as compare_turns
+
+    return compare_turns(a, b)
 
 
 def load_ipython_extension(ipython: Any) -> None:

@@ -2,28 +2,30 @@
 
 ``chat = srv.session()`` opens nothing yet; the first ``await chat.send(...)``
 connects to the server's ``/ws``, creates the session and runs the turn, so the
-notebook sees exactly the frames any other client sees.
+notebook sees exactly the frames any other client sees. ``send`` returns when
+the turn ends or parks; ``confirm`` and ``submit`` resume a parked turn.
 """
 
 from __future__ import annotations
 
 import asyncio
-import html
 import json
 import time
 import uuid
-from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-#: Default upper bound on one turn, in seconds.
+from smooth_nb.notebook.turn import TERMINAL, Turn
+
+if TYPE_CHECKING:
+    from smooth_nb.notebook.handle import NotebookServer
+
+#: Default upper bound on waiting for a turn to end or park, in seconds.
 DEFAULT_TURN_TIMEOUT = 120.0
 
-_TERMINAL = frozenset({"eventual_response", "cancelled", "error"})
 
-
-class TurnError(Exception):
-    """The server ended a request with an ``error`` event."""
+class ProtocolError(Exception):
+    """The server answered a request with an ``error`` event."""
 
     def __init__(self, code: str, message: str) -> None:
         super().__init__(f"{code}: {message}")
@@ -31,198 +33,209 @@ class TurnError(Exception):
         self.message = message
 
 
-@dataclass
-class Event:
-    """One frame the server sent, with its arrival time in seconds since the send."""
+class _Frames:
+    """The frames and actions of one turn, timed from its send."""
 
-    at: float
-    frame: dict[str, Any]
+    def __init__(self) -> None:
+        self.started = time.perf_counter()
+        self.frames: list[tuple[float, dict[str, Any]]] = []
+        self.actions: list[tuple[float, dict[str, Any]]] = []
 
-    @property
-    def type(self) -> str:
-        return str(self.frame.get("type"))
-
-
-@dataclass
-class ToolCall:
-    name: str
-    arguments: Any
-    result: str | None = None
-    is_error: bool = False
-    started: float = 0.0
-    finished: float | None = None
-
-    @property
-    def duration(self) -> float | None:
-        return None if self.finished is None else self.finished - self.started
-
-
-@dataclass
-class Turn:
-    """Everything one ``send_message`` produced, in arrival order."""
-
-    request_id: str
-    message: str
-    events: list[Event] = field(default_factory=list)
-    text: str = ""
-    citations: list[dict[str, Any]] = field(default_factory=list)
-    usage: dict[str, Any] | None = None
-    tool_calls: list[ToolCall] = field(default_factory=list)
-    error: dict[str, str] | None = None
-    status: str = "running"
-    ttft: float | None = None
-    duration: float | None = None
-
-    def _record(self, at: float, frame: dict[str, Any]) -> None:
-        self.events.append(Event(at, frame))
-        kind = frame.get("type")
-        data = frame.get("data") if isinstance(frame.get("data"), dict) else {}
-        if kind == "stream_token":
-            if self.ttft is None:
-                self.ttft = at
-            self.text += str(frame.get("token", ""))
-        elif kind == "stream_chunk":
-            raw = (data.get("state") or {}).get("rawResponse") or {}
-            if "toolCall" in raw:
-                call = raw["toolCall"]
-                self.tool_calls.append(ToolCall(call.get("name", ""), call.get("arguments"), started=at))
-            elif "toolResult" in raw:
-                result = raw["toolResult"]
-                pending = [c for c in self.tool_calls if c.name == result.get("name") and c.finished is None]
-                if pending:
-                    pending[0].result = result.get("content", result.get("result"))
-                    pending[0].is_error = bool(result.get("isError"))
-                    pending[0].finished = at
-        elif kind == "eventual_response":
-            payload = data.get("data") or {}
-            parts = (payload.get("response") or {}).get("responseParts") or []
-            self.text = "".join(parts) if parts else self.text
-            self.citations = list(payload.get("citations") or [])
-            self.usage = payload.get("usage")
-            self.status = "done"
-            self.duration = at
-        elif kind == "cancelled":
-            self.status = "cancelled"
-            self.duration = at
-        elif kind == "error":
-            error = frame.get("error") or {}
-            self.error = {"code": str(error.get("code")), "message": str(error.get("message"))}
-            self.status = "error"
-            self.duration = at
-
-    def __repr__(self) -> str:
-        lines = [f"Turn {self.request_id} [{self.status}] {self.message!r}"]
-        for call in self.tool_calls:
-            mark = "error" if call.is_error else "ok"
-            lines.append(f"  tool {call.name}({json.dumps(call.arguments, ensure_ascii=False)}) -> {mark}")
-        if self.error:
-            lines.append(f"  error {self.error['code']}: {self.error['message']}")
-        lines.append(f"  text: {self.text!r}")
-        for citation in self.citations:
-            lines.append(f"  cited {citation.get('id')} (score {citation.get('score')})")
-        timing = f"ttft {_ms(self.ttft)}, total {_ms(self.duration)}, {len(self.events)} events"
-        if self.usage:
-            timing += f", tokens {self.usage.get('promptTokens')} in / {self.usage.get('completionTokens')} out"
-        lines.append("  " + timing)
-        return "\n".join(lines)
-
-    def _repr_html_(self) -> str:
-        rows = []
-        for event in self.events:
-            detail = _event_detail(event.frame)
-            rows.append(
-                f"<tr><td style='text-align:right;padding-right:8px'>{_ms(event.at)}</td>"
-                f"<td><code>{html.escape(event.type)}</code></td><td>{html.escape(detail)}</td></tr>"
-            )
-        cited = ", ".join(html.escape(str(c.get("id"))) for c in self.citations) or "none"
-        return (
-            "<div style='font-size:12px'>"
-            f"<div><strong>{html.escape(self.status)}</strong> · {html.escape(self.message)}</div>"
-            f"<div style='white-space:pre-wrap;margin:4px 0'>{html.escape(self.text)}</div>"
-            f"<div>citations: {cited} · ttft {_ms(self.ttft)} · total {_ms(self.duration)}</div>"
-            "<details><summary>events</summary><table>" + "".join(rows) + "</table></details></div>"
-        )
-
-
-def _ms(seconds: float | None) -> str:
-    return "-" if seconds is None else f"{seconds * 1000:.0f} ms"
-
-
-def _event_detail(frame: dict[str, Any]) -> str:
-    kind = frame.get("type")
-    if kind == "stream_token":
-        return repr(frame.get("token", ""))
-    if kind == "error":
-        error = frame.get("error") or {}
-        return f"{error.get('code')}: {error.get('message')}"
-    if kind == "stream_chunk":
-        raw = ((frame.get("data") or {}).get("state") or {}).get("rawResponse") or {}
-        return json.dumps(raw, ensure_ascii=False)[:200]
-    return str(frame.get("status", ""))
+    def now(self) -> float:
+        return time.perf_counter() - self.started
 
 
 class Chat:
     """One protocol session on a server, driven from Python."""
 
-    def __init__(self, ws_url: str, token: str | None, create_fields: dict[str, Any]) -> None:
+    def __init__(self, ws_url: str, token: str | None, create_fields: dict[str, Any], *, server: NotebookServer | None = None) -> None:
         self._url = ws_url if token is None else f"{ws_url}?token={quote(token)}"
-        self._create_fields = {"agentId": str(uuid.uuid4()), **create_fields}
+        self.create_fields = {"agentId": str(uuid.uuid4()), **create_fields}
+        self._server = server
         self._socket: Any = None
+        self._lock = asyncio.Lock()
         self.session_id: str | None = None
         self.turns: list[Turn] = []
+        self._frames: dict[str, _Frames] = {}
 
-    async def _connect(self) -> None:
+    def __repr__(self) -> str:
+        state = "connected" if self._socket is not None else "not connected"
+        return f"<Chat session={self.session_id} {state}, {len(self.turns)} turns>"
+
+    # -- connection ----------------------------------------------------------------
+
+    async def connect(self) -> str:
+        """Open the socket and create the session, if not done yet; return the session id."""
+        if self._socket is None:
+            from tornado.websocket import websocket_connect
+
+            self._socket = await websocket_connect(self._url)
+            reply = await self._request({"action": "create_conversation_session", **self.create_fields})
+            self.session_id = reply["data"]["sessionId"]
+        assert self.session_id is not None
+        return self.session_id
+
+    async def close(self) -> None:
         if self._socket is not None:
-            return
-        from tornado.websocket import websocket_connect
-
-        self._socket = await websocket_connect(self._url)
-        response = await self._request({"action": "create_conversation_session", **self._create_fields})
-        self.session_id = response["data"]["sessionId"]
+            self._socket.close()
+            self._socket = None
 
     async def _read(self, timeout: float) -> dict[str, Any]:
         raw = await asyncio.wait_for(self._socket.read_message(), timeout)
         if raw is None:
             self._socket = None
-            raise ConnectionError("the server closed the connection; is it still running?")
+            raise ConnectionError("the server closed the connection; is it still running? (%smooth_local status)")
         return json.loads(raw)
+
+    async def _write(self, frame: dict[str, Any]) -> None:
+        await self._socket.write_message(json.dumps(frame, ensure_ascii=False))
 
     async def _request(self, frame: dict[str, Any], timeout: float = 30.0) -> dict[str, Any]:
         request_id = str(uuid.uuid4())
-        await self._socket.write_message(json.dumps({**frame, "requestId": request_id}))
+        await self._write({**frame, "requestId": request_id})
         while True:
             reply = await self._read(timeout)
             if reply.get("requestId") != request_id:
                 continue
             if reply.get("type") == "error":
                 error = reply.get("error") or {}
-                raise TurnError(str(error.get("code")), str(error.get("message")))
+                raise ProtocolError(str(error.get("code")), str(error.get("message")))
             return reply
 
-    async def send(self, message: str, *, timeout: float = DEFAULT_TURN_TIMEOUT, **fields: Any) -> Turn:
-        """Send one message and wait for the turn's terminal event.
+    # -- turns -----------------------------------------------------------------------
 
-        Returns the :class:`Turn` whatever way it ended; an ``error`` event is in
-        ``turn.error`` rather than raised, so a failing turn can still be inspected.
-        """
-        await self._connect()
-        turn = Turn(request_id=str(uuid.uuid4()), message=message)
-        self.turns.append(turn)
-        frame = {"action": "send_message", "requestId": turn.request_id, "sessionId": self.session_id, "message": message}
-        started = time.perf_counter()
-        await self._socket.write_message(json.dumps({**frame, **fields}))
-        deadline = started + timeout
-        while turn.status == "running":
+    def _new_turn(self, message: str) -> tuple[Turn, _Frames]:
+        request_id = str(uuid.uuid4())
+        frames = _Frames()
+        self._frames[request_id] = frames
+        turn = Turn(
+            request_id,
+            message,
+            lambda: frames.frames,
+            server=self._server,
+            session_id=self.session_id,
+            actions=lambda: frames.actions,
+        )
+        return turn, frames
+
+    async def _follow(self, turn: Turn, frames: _Frames, timeout: float, *, since: int = 0) -> Turn:
+        """Read frames until the turn ends or parks, having seen at least one frame after ``since``."""
+        deadline = time.perf_counter() + timeout
+        while True:
+            arrived = frames.frames[since:]
+            if any(f.get("type") in TERMINAL and f.get("requestId") == turn.request_id for _, f in arrived):
+                return turn
+            if turn.pending is not None and any(
+                f.get("type") in ("write_confirmation_required", "interaction_required", "interaction_invalid")
+                for _, f in arrived
+            ):
+                return turn
             remaining = deadline - time.perf_counter()
             if remaining <= 0:
-                raise TimeoutError(f"turn {turn.request_id} got no terminal event within {timeout} s")
+                raise TimeoutError(
+                    f"turn {turn.request_id} neither ended nor parked within {timeout} s; "
+                    "pass timeout= to wait longer, or await chat.cancel()"
+                )
             reply = await self._read(remaining)
-            if reply.get("requestId") != turn.request_id:
+            if reply.get("type") == "keepalive":
                 continue
-            turn._record(time.perf_counter() - started, reply)
-        return turn
+            frames.frames.append((frames.now(), reply))
 
-    async def close(self) -> None:
-        if self._socket is not None:
-            self._socket.close()
-            self._socket = None
+    async def send(self, message: str, *, timeout: float = DEFAULT_TURN_TIMEOUT, **fields: Any) -> Turn:
+        """Send one message; return the :class:`Turn` once it ends or parks.
+
+        An ``error`` event ends the turn and is kept in ``turn.error`` rather
+        than raised, so a failed turn can still be inspected. Extra ``fields``
+        go into the ``send_message`` frame (``stream``, ``model``...).
+        """
+        async with self._lock:
+            await self.connect()
+            turn, frames = self._new_turn(message)
+            turn.session_id = self.session_id
+            self.turns.append(turn)
+            frame = {"action": "send_message", "requestId": turn.request_id, "sessionId": self.session_id, "message": message}
+            frames.started = time.perf_counter()
+            await self._write({**frame, **fields})
+            return await self._follow(turn, frames, timeout)
+
+    def _parked(self, kind: str) -> tuple[Turn, _Frames]:
+        for turn in reversed(self.turns):
+            pending = turn.pending
+            if pending is not None and pending["kind"] == kind:
+                return turn, self._frames[turn.request_id]
+        raise RuntimeError(f"no turn of this chat is waiting for {kind}; check turn.pending")
+
+    async def _resume(self, kind: str, action: dict[str, Any], timeout: float) -> Turn:
+        async with self._lock:
+            turn, frames = self._parked(kind)
+            frame = {**action, "requestId": turn.request_id, "sessionId": self.session_id}
+            frames.actions.append((frames.now(), frame))
+            since = len(frames.frames)
+            await self._write(frame)
+            return await self._follow(turn, frames, timeout, since=since)
+
+    async def confirm(self, approved: bool = True, *, timeout: float = DEFAULT_TURN_TIMEOUT) -> Turn:
+        """Approve (or deny) the tool the parked turn waits on; return the turn when it ends or parks again."""
+        return await self._resume("confirmation", {"action": "confirm_tool_action", "approved": bool(approved)}, timeout)
+
+    async def submit(
+        self, values: dict[str, Any] | None = None, *, declined: bool = False, timeout: float = DEFAULT_TURN_TIMEOUT
+    ) -> Turn:
+        """Answer the parked interaction with ``values`` (or decline it).
+
+        Invalid values leave the turn parked; ``turn.pending["errors"]`` says why.
+        """
+        turn, _ = self._parked("interaction")
+        action: dict[str, Any] = {"action": "submit_interaction", "interactionId": turn.pending["interaction_id"]}
+        if declined:
+            action["declined"] = True
+        else:
+            if not isinstance(values, dict):
+                raise TypeError("submit() needs a dict of values, or declined=True")
+            action["values"] = values
+        return await self._resume("interaction", action, timeout)
+
+    async def cancel(self, *, timeout: float = 30.0) -> Turn | None:
+        """Cancel the running or parked turn; return it once ``cancelled`` arrived, or None when none runs."""
+        async with self._lock:
+            open_turns = [t for t in self.turns if t.status in ("running", "parked")]
+            if not open_turns or self._socket is None:
+                return None
+            turn = open_turns[-1]
+            frames = self._frames[turn.request_id]
+            frame = {"action": "cancel", "requestId": turn.request_id, "sessionId": self.session_id}
+            frames.actions.append((frames.now(), frame))
+            await self._write(frame)
+            return await self._follow(turn, frames, timeout, since=len(frames.frames))
+
+    def send_sync(self, message: str, **kwargs: Any) -> Turn:
+        """Blocking :meth:`send`, for code that cannot ``await``.
+
+        Inside a running loop (a notebook cell) this re-enters the loop, which
+        needs nest-asyncio: it is applied here on first use, never at import.
+        """
+        return run_sync(self.send(message, **kwargs))
+
+    def to_scenario(self, path: Any) -> dict[str, Any]:
+        """Write every turn of this session as one conformance scenario file; return the scenario."""
+        from smooth_nb.notebook.export import write_scenario
+
+        return write_scenario(self.turns, path, server=self._server, create_fields=self.create_fields)
+
+
+_nest_asyncio_applied = False
+
+
+def run_sync(coroutine: Any) -> Any:
+    """Run ``coroutine`` to completion from synchronous code, even inside a running loop."""
+    global _nest_asyncio_applied
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coroutine)
+    if not _nest_asyncio_applied:
+        import nest_asyncio
+
+        nest_asyncio.apply(loop)
+        _nest_asyncio_applied = True
+    return loop.run_until_complete(coroutine)

@@ -121,6 +121,10 @@ class KnowledgeBase:
     def sources(self) -> list[str]:
         return list(self._documents)
 
+    def documents(self) -> list[tuple[str, str]]:
+        """Return every document as ``(source, content)``, in insertion order."""
+        return [(doc.source, doc.content) for doc in self._documents.values()]
+
     def search(self, query: str, top_k: int = 4) -> list[KnowledgeHit]:
         """Return up to ``top_k`` documents that share a term with ``query``, best first."""
         query_terms = set(terms(query))
