@@ -15,37 +15,36 @@ their own.
 
 from __future__ import annotations
 
-import ast
-import contextlib
 import json
-import os
 import re
 import socket
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import nbformat
 import pytest
 import websockets.sync.client
 from jupyter_client.blocking.client import BlockingKernelClient
-from jupyter_client.manager import KernelManager, start_new_kernel
 from nbclient import NotebookClient
 from websockets.exceptions import InvalidStatus
 
 from smooth_nb.server.knowledge import DEMO_DOCUMENTS
 
+from tests.support.kernel import (
+    CELL_TIMEOUT,
+    KERNEL_NAME,
+    KERNEL_START_TIMEOUT,
+    SOCKET_TIMEOUT,
+    evaluate,
+    kernel_env,
+    plain_text,
+    receive_reply,
+    run_cell,
+    running_kernel,
+    start_server,
+)
 from tests.support.stand_in_gateway import run_stand_in_gateway
 
-KERNEL_NAME = "python3"
-KERNEL_START_TIMEOUT = 60
-#: Upper bound on one cell in seconds. It is generous because one cell may run a whole turn.
-CELL_TIMEOUT = 120
-#: Upper bound on one WebSocket handshake or frame from the kernel's server, in seconds.
-SOCKET_TIMEOUT = 15
-
-GATEWAY_VARIABLES = ("SMOOAI_GATEWAY_URL", "SMOOAI_GATEWAY_KEY")
 GATEWAY_KEY = "sk-notebook-test-key-5307"
 
 QUICKSTART = Path(__file__).resolve().parent.parent / "notebooks" / "quickstart.ipynb"
@@ -54,98 +53,12 @@ RETURNS_SOURCE = "policies/returns.md"
 RETURNS_PASSAGE = DEMO_DOCUMENTS[RETURNS_SOURCE]
 MOCK_REPLY = "This is the fixed mock reply."
 
-ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
 
 
 # ---------------------------------------------------------------------------
-# Kernel helpers
+# Port helpers
 # ---------------------------------------------------------------------------
-
-
-@dataclass(repr=False)
-class CellResult:
-    """The execute reply of one cell and the IOPub messages it produced, in order."""
-
-    reply: dict[str, Any]
-    messages: list[dict[str, Any]]
-
-    def __repr__(self) -> str:
-        # Short, because pytest prints it in every failed assert that reads a property.
-        return f"<CellResult {self.status}, {len(self.messages)} messages>"
-
-    @property
-    def status(self) -> str:
-        return self.reply["content"]["status"]
-
-    @property
-    def stdout(self) -> str:
-        chunks = []
-        for message in self.messages:
-            if message["msg_type"] == "stream" and message["content"]["name"] == "stdout":
-                chunks.append(message["content"]["text"])
-        return "".join(chunks)
-
-    @property
-    def errors(self) -> list[str]:
-        """Return each error output as ``ename: evalue``."""
-        found = []
-        for message in self.messages:
-            if message["msg_type"] == "error":
-                found.append(f"{message['content']['ename']}: {message['content']['evalue']}")
-        return found
-
-    def bundles(self, msg_type: str) -> list[dict[str, Any]]:
-        """Return the MIME bundles of the ``display_data`` or ``execute_result`` messages."""
-        return [message["content"]["data"] for message in self.messages if message["msg_type"] == msg_type]
-
-    def page_text(self) -> str:
-        """Return the pager text a ``?`` query sent in the execute reply, without ANSI colors."""
-        pages = [payload for payload in self.reply["content"].get("payload", []) if payload.get("source") == "page"]
-        text = "".join(page["data"].get("text/plain", "") for page in pages)
-        return ANSI_ESCAPE.sub("", text)
-
-
-def plain_text(output: dict[str, Any]) -> str:
-    """Return the stream text or ``text/plain`` of one notebook output."""
-    if output.get("output_type") == "stream":
-        return output.get("text", "")
-    return output.get("data", {}).get("text/plain", "")
-
-
-def run_cell(client: BlockingKernelClient, code: str) -> CellResult:
-    messages: list[dict[str, Any]] = []
-    reply = client.execute_interactive(code, timeout=CELL_TIMEOUT, output_hook=messages.append)
-    return CellResult(reply, messages)
-
-
-def evaluate(client: BlockingKernelClient, expression: str) -> Any:
-    """Evaluate a Python expression in the kernel and return its value, rebuilt from its repr."""
-    result = run_cell(client, expression)
-    assert not result.errors, f"evaluating {expression!r} in the kernel failed: {result.errors}"
-
-    values = result.bundles("execute_result")
-    assert values, f"evaluating {expression!r} in the kernel gave no result; stdout: {result.stdout!r}"
-    return ast.literal_eval(values[0]["text/plain"])
-
-
-def kernel_env(**variables: str) -> dict[str, str]:
-    """Return this process's environment without the gateway variables, plus ``variables``."""
-    env = {name: value for name, value in os.environ.items() if name not in GATEWAY_VARIABLES}
-    env.update(variables)
-    return env
-
-
-@contextlib.contextmanager
-def running_kernel(env: dict[str, str]) -> Iterator[tuple[KernelManager, BlockingKernelClient]]:
-    """Start a kernel with exactly ``env`` as its environment, and shut it down on exit."""
-    manager, client = start_new_kernel(kernel_name=KERNEL_NAME, startup_timeout=KERNEL_START_TIMEOUT, env=env)
-    try:
-        yield manager, client
-    finally:
-        client.stop_channels()
-        if manager.is_alive():
-            manager.shutdown_kernel(now=False)
 
 
 def accepts_connections(port: int) -> bool:
@@ -162,22 +75,6 @@ def unused_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
-
-
-def start_server(client: BlockingKernelClient, arguments: str = "--seed-kb") -> CellResult:
-    """Load the extension, then run ``srv = %smooth_local start ARGUMENTS`` in the kernel."""
-    run_cell(client, "%load_ext smooth_nb")
-    result = run_cell(client, f"srv = %smooth_local start {arguments}")
-    assert not result.errors, f"%smooth_local start {arguments} raised: {result.errors}"
-    return result
-
-
-def receive_reply(connection: Any, request_id: str) -> dict[str, Any]:
-    """Read frames until the one for ``request_id`` arrives, and return it."""
-    while True:
-        frame = json.loads(connection.recv(timeout=SOCKET_TIMEOUT))
-        if frame.get("requestId") == request_id:
-            return frame
 
 
 # ---------------------------------------------------------------------------

@@ -11,7 +11,7 @@ Model modes:
     Any OpenAI-compatible endpoint, from ``SMOOAI_GATEWAY_URL`` and
     ``SMOOAI_GATEWAY_KEY`` (model from ``SMOOTH_AGENT_MODEL``).
 ``mock``
-    Every turn answers the same text, through the engine's ``MockLlmProvider``.
+    Every turn answers the same text, streamed word by word (see :mod:`.offline`).
 ``offline``
     No model: the best knowledge-base passage answers (see :mod:`.offline`).
 ``script``
@@ -126,6 +126,7 @@ class ModelRouter:
         self.settings = settings
         self._gateway: Any = None
         self._scripted: Any = None
+        self._repeating: Any = None
         self._call_ids = 0
         for entry in settings.script:
             self.push(entry)
@@ -182,9 +183,11 @@ class ModelRouter:
                 )
             return self._gateway
         if settings.mode == "mock":
-            from smooth_operator_core import MockLlmProvider
+            if self._repeating is None:
+                from smooth_nb.engine.offline import RepeatingReplyProvider
 
-            return MockLlmProvider().push_text(settings.mock_reply or "")
+                self._repeating = RepeatingReplyProvider(settings.mock_reply or "")
+            return self._repeating
         if settings.mode == "offline":
             from smooth_nb.engine.offline import OfflineKnowledgeProvider
 

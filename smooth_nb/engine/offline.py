@@ -68,6 +68,37 @@ class _Completions:
         return SimpleNamespace(choices=[SimpleNamespace(message=message)], usage=None)
 
 
+class _RepeatingCompletions:
+    def __init__(self, text: str) -> None:
+        self._text = text
+
+    async def create(self, **kwargs: Any) -> Any:
+        # The same usage on every reply as the engine's scripted mock, 10 prompt and 5 completion tokens.
+        usage = SimpleNamespace(prompt_tokens=10, completion_tokens=5)
+        if kwargs.get("stream"):
+            return _stream_with_usage(self._text, usage)
+        message = SimpleNamespace(content=self._text, tool_calls=None)
+        return SimpleNamespace(choices=[SimpleNamespace(message=message)], usage=usage)
+
+
+async def _stream_with_usage(text: str, usage: Any) -> AsyncIterator[SimpleNamespace]:
+    async for chunk in stream_text(text):
+        yield chunk
+    yield _chunk(usage=usage)
+
+
+class RepeatingReplyProvider:
+    """An engine LLM provider that answers every call with the same text, streamed word by word.
+
+    This is the ``--mock-reply`` model. Unlike the engine's ``MockLlmProvider``,
+    which replays a queue and splits each reply into at most three pieces, it
+    never runs dry, and a reply of N words streams as N tokens.
+    """
+
+    def __init__(self, text: str) -> None:
+        self.chat = SimpleNamespace(completions=_RepeatingCompletions(text))
+
+
 class OfflineKnowledgeProvider:
     """An engine LLM provider that answers from a knowledge base, with no model."""
 

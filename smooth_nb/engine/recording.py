@@ -10,7 +10,6 @@ and closes it when the engine closes the wrapper.
 
 from __future__ import annotations
 
-import copy
 import inspect
 import time
 from collections.abc import AsyncIterator, Callable
@@ -51,6 +50,10 @@ class LlmCall:
             call = self.tool_calls[0]
             return {"kind": "toolCall", "name": call["name"], "arguments": call["arguments"]}
         return {"kind": "text", "text": self.text}
+
+
+def _snapshot(value: Any) -> Any:
+    return list(value) if isinstance(value, list) else value
 
 
 def _usage(raw: Any) -> dict[str, int] | None:
@@ -122,7 +125,9 @@ class _Completions:
         self._sink = sink
 
     async def create(self, **kwargs: Any) -> Any:
-        request = {key: copy.deepcopy(kwargs[key]) for key in _REQUEST_FIELDS if kwargs.get(key) is not None}
+        # A shallow copy is enough: the engine appends to its message list between
+        # calls but never edits a message it already sent.
+        request = {key: _snapshot(kwargs[key]) for key in _REQUEST_FIELDS if kwargs.get(key) is not None}
         call = LlmCall(request=request)
         self._sink(call)
         try:

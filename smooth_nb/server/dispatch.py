@@ -50,6 +50,8 @@ class ServerState:
     confirmation_timeout: float = 3600.0
     #: Seconds of silence after which a connection gets a keepalive frame; 0 disables them.
     keepalive_seconds: float = 30.0
+    #: How many of the newest stored messages a turn sends the model as history.
+    history_messages: int = 50
     #: Called with every frame sent to any connection (the notebook's live views).
     frame_listeners: list[FrameListener] = field(default_factory=list)
     #: Sessions with a running or parked turn; never evicted.

@@ -87,6 +87,8 @@ class ServerConfig:
     confirmation_timeout: float = 3600.0
     #: Offer the Rich Interaction raise tools to the model.
     interactions: bool = True
+    #: How many of the newest stored messages a turn sends the model as history (the reference servers send 50).
+    history_messages: int = 50
     #: Documents loaded into the knowledge base at start, as ``(source, content)`` pairs.
     documents: tuple[tuple[str, str], ...] = ()
     #: Most sessions kept; past it the least recently used idle session is evicted.
@@ -222,6 +224,7 @@ class LocalServerHandle:
             interactions=config.interactions,
             confirmation_timeout=config.confirmation_timeout,
             keepalive_seconds=config.keepalive_seconds,
+            history_messages=config.history_messages,
         )
         state.tools = {tool.name: tool for tool in tools}
         if config.seed_kb:

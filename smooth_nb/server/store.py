@@ -144,9 +144,12 @@ class MemoryStore:
     def has_room(self, session: Session, count: int) -> bool:
         return len(self.conversations[session.conversation_id].messages) + count <= self.max_messages
 
-    def history(self, session: Session) -> list[Message]:
-        """Return the session's messages, oldest first."""
-        return list(self.conversations[session.conversation_id].messages)
+    def history(self, session: Session, last: int | None = None) -> list[Message]:
+        """Return the session's messages, oldest first; only the newest ``last`` when given."""
+        messages = self.conversations[session.conversation_id].messages
+        if last is None:
+            return list(messages)
+        return messages[-last:] if last > 0 else []
 
     def page(self, session: Session, limit: int, cursor: str | None) -> tuple[list[Message], str | None]:
         """Return up to ``limit`` messages newest first, older than ``cursor``.

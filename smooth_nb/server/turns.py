@@ -75,13 +75,37 @@ class TurnRun:
     model: str | None = None
     deferred: dict[str, deque[dict[str, Any]]] = field(default_factory=lambda: defaultdict(deque))
     park: Park | None = None
+    #: Text deltas not sent yet; see :meth:`add_text`.
+    pending_text: list[str] = field(default_factory=list)
+    flush_scheduled: bool = False
 
     @property
     def state(self) -> Any:
         return self.connection.state
 
     def send(self, frame: dict[str, Any]) -> None:
+        self.flush_text()
         self.connection.send(frame)
+
+    def add_text(self, text: str) -> None:
+        """Queue a text delta; it goes out as soon as the turn waits for anything.
+
+        Deltas that are ready at the same moment (a fast model, or several SSE
+        events in one network read) leave as one ``stream_token``, which the
+        protocol allows: clients concatenate tokens and never count them. A
+        delta is never held while the turn waits, so this adds no latency.
+        """
+        self.pending_text.append(text)
+        if not self.flush_scheduled:
+            self.flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self.flush_text)
+
+    def flush_text(self) -> None:
+        self.flush_scheduled = False
+        if self.pending_text:
+            text = "".join(self.pending_text)
+            self.pending_text.clear()
+            self.connection.send(protocol.stream_token(self.request_id, text))
 
     # -- parking ---------------------------------------------------------------
 
@@ -178,7 +202,7 @@ class TurnRun:
                 kind = event.type
                 if kind == "text":
                     if self.stream:
-                        self.send(protocol.stream_token(self.request_id, event.text))
+                        self.add_text(event.text)
                 elif kind == "tool_call":
                     call = {"name": event.name, "arguments": _parse_arguments(event.arguments)}
                     frame = protocol.stream_chunk(self.request_id, event.name, {"rawResponse": {"toolCall": call}})
@@ -196,6 +220,7 @@ class TurnRun:
                     usage = event.response.usage
                     cost_usd = event.response.cost_usd
         except asyncio.CancelledError:
+            self.pending_text.clear()
             # The client sent cancel or closed its socket, or the server is stopping;
             # a stopping server has already sent this turn its terminal error.
             logger.info("turn %s on session %s cancelled", self.request_id, self.session.session_id)
@@ -246,7 +271,8 @@ def start_turn(
     connection: Connection, session: Session, request_id: str, text: str, *, stream: bool, model: str | None = None
 ) -> asyncio.Task[None]:
     store = connection.state.store
-    history = [{"role": message.role, "content": message.text} for message in store.history(session)]
+    prior = store.history(session, last=connection.state.history_messages)
+    history = [{"role": "user" if m.direction == "inbound" else "assistant", "content": m.text} for m in prior]
     record = connection.state.turn_log.start(TurnRecord(request_id, session.session_id, text, history))
     connection.record = record
     user_message = store.append(session, "inbound", text)
