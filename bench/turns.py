@@ -213,6 +213,8 @@ async def create_idle(url: str, count: int) -> None:
 
 
 def idle_session_bytes(server: ServerProcess, count: int) -> float:
+    # One turn first, so the engine import a server may do lazily is not counted as session memory.
+    asyncio.run(load(server.ws_url, 1, 0.5))
     asyncio.run(create_idle(server.ws_url, 100))
     before = server.rss_bytes()
     asyncio.run(create_idle(server.ws_url, count))

@@ -3,7 +3,7 @@
 Each test runs cells in an ipykernel process through jupyter_client, against a
 server started with ``%smooth_local start --seed-kb --mock-reply ...``. Turns
 run on the scripted mock model (``srv.mock``) or on the fixed ``--mock-reply``
-answer, so every result is deterministic and no test needs a network.
+text, so every result is deterministic and no test needs a network.
 
 Most tests share one module-scoped kernel. Before each test the fixture clears
 the kernel's namespace and starts a fresh server, so tools, knowledge and the
@@ -67,7 +67,7 @@ def order_status(order_id: str) -> dict:
     return {"order": order_id, "status": "shipped"}
 '''
 
-# A tool that needs a human confirmation; ``ran`` records every call that got through.
+# A tool that needs a human confirmation. The ``ran`` list records each call that was let through.
 CANCEL_ORDER_TOOL = '''
 ran = []
 
@@ -452,7 +452,7 @@ def test_submit_validates_then_resumes(kernel: BlockingKernelClient) -> None:
 
 def test_cancel_parked_turn(kernel: BlockingKernelClient) -> None:
     run_checked(kernel, CANCEL_ORDER_TOOL)
-    # Only the tool call is queued: a cancelled turn never asks for the reply that would follow it.
+    # Only the tool call is queued, because a cancelled turn never makes the model call that a reply would serve.
     run_checked(
         kernel,
         cell(
@@ -567,7 +567,7 @@ def test_kb_add_files_counts_matches(kernel: BlockingKernelClient, tmp_path: Pat
             (root / "docs" / "faq").mkdir(parents=True)
             (root / "other").mkdir()
             (root / "docs" / "returns.md").write_text("Returns are accepted for 30 days.", encoding="utf-8")
-            (root / "docs" / "faq" / "shipping.md").write_text("Shipping takes 3 days.", encoding="utf-8")
+            (root / "docs" / "faq" / "shipping.md").write_text("Parcels to Iceland travel by ferry.", encoding="utf-8")
             (root / "docs" / "notes.txt").write_text("Not markdown.", encoding="utf-8")
             (root / "other" / "ignored.md").write_text("Outside the pattern.", encoding="utf-8")
             count = srv.kb.add_files("docs/**/*.md", root=root)
@@ -581,8 +581,8 @@ def test_kb_add_files_counts_matches(kernel: BlockingKernelClient, tmp_path: Pat
     assert "docs/faq/shipping.md" in sources, f"a nested match is missing, so ** did not recurse: {sources}"
     assert "docs/notes.txt" not in sources, f"a file not matching *.md was added: {sources}"
     assert "other/ignored.md" not in sources, f"a file outside docs/ was added: {sources}"
-    hits = evaluate(kernel, "[hit.source for hit in srv.kb.search('how long does shipping take')]")
-    assert hits[:1] == ["docs/faq/shipping.md"], f"the added file is not the best hit for its own topic: {hits}"
+    hits = evaluate(kernel, "[hit.source for hit in srv.kb.search('ferry to Iceland')]")
+    assert hits[:1] == ["docs/faq/shipping.md"], f"the added file's text is not searchable: {hits}"
 
 
 def test_kb_add_files_without_match_raises(kernel: BlockingKernelClient, tmp_path: Path) -> None:
@@ -746,9 +746,9 @@ async def test_exported_session_replays_green(kernel: BlockingKernelClient, tmp_
             """
         ),
     )
-    assert evaluate(kernel, "(tool_turn.status, status_while_parked, confirmed.status)") == ("done", "parked", "done"), (
-        "the session to export did not run as scripted"
-    )
+    assert evaluate(kernel, "tool_turn.status") == "done", "the tool turn to export did not finish"
+    assert evaluate(kernel, "status_while_parked") == "parked", "the confirm tool's turn to export did not park"
+    assert evaluate(kernel, "confirmed.status") == "done", "the confirmed turn to export did not finish"
 
     assert path.is_file(), f"to_scenario did not write {path}"
     scenario = json.loads(path.read_text(encoding="utf-8"))
@@ -888,10 +888,29 @@ def test_tap_rows_grow_during_turn(kernel: BlockingKernelClient) -> None:
     seen_by_tool = evaluate(kernel, "seen_by_tool")
     seen_after = evaluate(kernel, "seen_after")
     assert seen_before == 0, f"the tap saw frames before any turn ran: {seen_before}"
-    assert seen_by_tool and seen_by_tool[0] > 0, f"the tap had seen no frame while the turn ran: {seen_by_tool}"
+    assert len(seen_by_tool) == 1, f"the tool did not run exactly once: {seen_by_tool}"
+    assert seen_by_tool[0] > 0, f"the tap had seen no frame while the turn ran: {seen_by_tool}"
     assert seen_after > seen_by_tool[0], f"the tap saw no frames after the tool ran: {seen_by_tool[0]} then {seen_after}"
     tap_html = evaluate(kernel, "tap_html")
     assert "eventual_response" in tap_html, f"the tap's table has no row for the final answer: {tap_html[:500]!r}"
+
+
+def test_tap_counts_frames_past_max_rows(kernel: BlockingKernelClient) -> None:
+    run_checked(
+        kernel,
+        cell(
+            """
+            tap = srv.tap(max_rows=2)
+            srv.mock.reply("A reply long enough to stream in several tokens.")
+            turn = await srv.session().send("Hello?")
+            tap.close()
+            """
+        ),
+    )
+
+    # The session's create reply is the one frame the tap receives that is not an event of the turn.
+    frames_sent = evaluate(kernel, "len(turn.events)") + 1
+    assert evaluate(kernel, "tap.frames_seen") == frames_sent, "frames_seen lost the frames scrolled out of the table"
 
 
 def test_turn_views_show_timeline(kernel: BlockingKernelClient) -> None:
@@ -921,7 +940,8 @@ def test_turn_views_show_timeline(kernel: BlockingKernelClient) -> None:
     request_id = evaluate(kernel, "turn.request_id")
     assert turn_text.startswith(f"Turn {request_id} [done] {message!r}"), f"repr(turn) does not start with the turn's summary: {turn_text!r}"
     assert "tool order_status(" in turn_text, f"repr(turn) does not list the tool call: {turn_text!r}"
-    assert "<span" not in turn_text and "<div" not in turn_text, f"repr(turn) contains HTML: {turn_text!r}"
+    assert "<span" not in turn_text, f"repr(turn) contains HTML spans: {turn_text!r}"
+    assert "<div" not in turn_text, f"repr(turn) contains HTML divs: {turn_text!r}"
 
 
 # ---------------------------------------------------------------------------

@@ -376,7 +376,13 @@ def chat_in_notebook(page: Page, server: JupyterServer, path: str, screenshot_na
     page.goto(server.page_url(path), timeout=WAIT_MS)
     wait_for_idle_kernel(page)
 
+    import time as _t
+    t0=_t.monotonic()
+    print("DBG idle", page.locator(".jp-Notebook-ExecutionIndicator").evaluate_all("els => els.map(e => e.dataset.status)"))
     run_all_cells(page)
+    for i in range(10):
+        print("DBG", round(_t.monotonic()-t0,1), page.locator(".jp-InputPrompt").all_inner_texts(), page.locator(".lm-Menu").count(), page.evaluate("document.activeElement && document.activeElement.className"))
+        page.wait_for_timeout(500)
     root = page.locator("[data-testid='smooth-chat']")
     expect(root, "the widget appears in the output and connects").to_have_attribute(
         "data-state", "connected", timeout=WAIT_MS

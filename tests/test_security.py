@@ -386,10 +386,10 @@ async def test_client_that_stops_reading_is_closed():
             statuses.add(status)
         # A closing socket leaves the backplane once tornado gives up on the close handshake.
         for _ in range(200):
-            if session_id not in server.state.subscribers:
+            if not server.state.subscribers(session_id):
                 break
             await asyncio.sleep(0.05)
-        still_subscribed = session_id in server.state.subscribers
+        still_subscribed = bool(server.state.subscribers(session_id))
     finally:
         await server.shutdown()
 

@@ -153,6 +153,12 @@ class ModelRouter:
         self._call_ids += 1
         self._script_provider().push_tool_call(f"call_{self._call_ids}", name, raw)
 
+    def clear_script(self) -> None:
+        """Drop every queued scripted reply."""
+        if self._scripted is not None:
+            # NOTE: MockLlmProvider has no public way to empty its queue; its FIFO list is `_script`.
+            self._scripted._script.clear()
+
     @property
     def scripted_pending(self) -> int:
         """How many scripted replies are still queued."""

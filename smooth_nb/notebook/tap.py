@@ -26,6 +26,7 @@ class Tap(ipywidgets.VBox):
         self._state = state
         self._rows: deque[list[Any]] = deque(maxlen=max_rows)
         self._started = time.perf_counter()
+        self._frames_seen = 0
         self._scheduled = False
         self._view = ipywidgets.HTML()
         self._count = ipywidgets.HTML()
@@ -35,12 +36,14 @@ class Tap(ipywidgets.VBox):
 
     @property
     def frames_seen(self) -> int:
-        return sum(row[3] for row in self._rows)
+        """Frames received since the tap opened, keepalives excluded, including those scrolled out of the table."""
+        return self._frames_seen
 
     def _on_frame(self, connection: Any, frame: dict[str, Any]) -> None:
         kind = str(frame.get("type"))
         if kind == "keepalive":
             return
+        self._frames_seen += 1
         at = time.perf_counter() - self._started
         request_id = str(frame.get("requestId", ""))
         last = self._rows[-1] if self._rows else None

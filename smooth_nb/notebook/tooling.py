@@ -250,7 +250,12 @@ class MockQueue:
         return self
 
     def tool_call(self, name: str, arguments: dict[str, Any] | str | None = None) -> MockQueue:
-        """Queue a reply that calls tool ``name`` with ``arguments`` (a dict or a JSON string)."""
+        """Queue a reply that calls tool ``name`` with ``arguments`` (a dict or a JSON string).
+
+        The model is called again after the tool runs, so queue the reply that
+        follows too (``.tool_call(...).reply(...)``); a turn that empties the
+        queue in the middle ends with an empty answer.
+        """
         self._router.push_tool_call(name, arguments if arguments is not None else {})
         return self
 
@@ -258,6 +263,10 @@ class MockQueue:
     def pending(self) -> int:
         """How many scripted replies are still queued."""
         return self._router.scripted_pending
+
+    def clear(self) -> None:
+        """Drop every queued reply, for example the rest of a cancelled turn's script."""
+        self._router.clear_script()
 
     def __repr__(self) -> str:
         return f"<mock model: {self.pending} scripted replies queued>"

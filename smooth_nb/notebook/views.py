@@ -20,7 +20,10 @@ _STATUS_COLOR = {"done": "#2e7d32", "parked": "#ef6c00", "running": "#1565c0", "
 
 
 def _ms(seconds: float | None) -> str:
-    return "–" if seconds is None else f"{seconds * 1000:.0f} ms"
+    if seconds is None:
+        return "–"
+    milliseconds = seconds * 1000
+    return f"{milliseconds:.1f} ms" if milliseconds < 10 else f"{milliseconds:.0f} ms"
 
 
 def _esc(value: Any) -> str:
@@ -100,7 +103,7 @@ def _event_rows(turn: Turn) -> str:
         rows.append((event.at, event.type, detail))
     flush()
     return "".join(
-        f"<tr><td style='text-align:right;padding-right:8px;{_MUTED}'>{_ms(at)}</td>"
+        f"<tr><td style='text-align:right;padding-right:8px;white-space:nowrap;{_MUTED}'>{_ms(at)}</td>"
         f"<td style='padding-right:8px'><code>{_esc(kind)}</code></td><td>{_esc(detail)}</td></tr>"
         for at, kind, detail in rows
     )
@@ -140,7 +143,7 @@ def turn_html(turn: Turn) -> str:
         for call in turn.llm_requests
     )
     details = (
-        f"<details><summary>events</summary><table style='border-collapse:collapse'>{_event_rows(turn)}</table></details>"
+        f"<details><summary>events</summary><table style='border-collapse:collapse;font-size:12px'>{_event_rows(turn)}</table></details>"
         + (f"<details><summary>model calls</summary><ol style='margin:2px 0 2px 18px;padding:0'>{calls}</ol></details>" if calls else "")
     )
     return f"<div style='{_FONT};max-width:860px'>{header}{_timeline_bar(turn)}{body}{details}</div>"
@@ -177,22 +180,26 @@ class Comparison:
         width = max(len(name) for name, _, _ in self.rows())
         lines = []
         for name, left, right in self.rows():
-            marker = "  " if left == right else "≠ "
+            marker = "≠ " if _differs(name, left, right) else "  "
             lines.append(f"{marker}{name:<{width}}  {_short(left, 50):<50}  {_short(right, 50)}")
         return "\n".join(lines)
 
     def _repr_html_(self) -> str:
         cells = []
         for name, left, right in self.rows():
-            differs = left != right and name not in ("first token", "total")
-            style = "background:rgba(239,108,0,.12);" if differs else ""
+            style = "background:rgba(239,108,0,.12);" if _differs(name, left, right) else ""
             cells.append(
-                f"<tr style='{style}'><th style='text-align:left;padding:3px 8px;vertical-align:top'>{_esc(name)}</th>"
+                f"<tr style='{style}'><th style='text-align:left;padding:3px 8px;vertical-align:top;white-space:nowrap'>{_esc(name)}</th>"
                 f"<td style='padding:3px 8px;white-space:pre-wrap;vertical-align:top'>{_esc(left)}</td>"
                 f"<td style='padding:3px 8px;white-space:pre-wrap;vertical-align:top'>{_esc(right)}</td></tr>"
             )
         head = "<tr><th></th><th style='text-align:left;padding:3px 8px'>A</th><th style='text-align:left;padding:3px 8px'>B</th></tr>"
         return f"<table style='{_FONT};border-collapse:collapse;max-width:960px'>{head}{''.join(cells)}</table>"
+
+
+def _differs(name: str, left: str, right: str) -> bool:
+    # Timings differ on every run, so they are shown but never marked.
+    return left != right and name not in ("first token", "total")
 
 
 def compare(a: Turn, b: Turn) -> Comparison:

@@ -56,8 +56,6 @@ class ServerState:
     frame_listeners: list[FrameListener] = field(default_factory=list)
     #: Sessions with a running or parked turn; never evicted.
     busy_sessions: set[str] = field(default_factory=set)
-    #: The in-memory backplane: the connections that used each session.
-    subscribers: dict[str, set[Connection]] = field(default_factory=dict)
     #: Every turn's frames, model calls and tool tracebacks, for the notebook's debugging views.
     turn_log: TurnLog = field(default_factory=TurnLog)
     #: In-process overrides per session id: ``instructions`` (str) and ``tools`` (names to offer).
@@ -67,19 +65,13 @@ class ServerState:
     def __post_init__(self) -> None:
         self.store.is_busy = self.busy_sessions.__contains__
 
-    def subscribe(self, session_id: str, connection: Connection) -> None:
-        self.subscribers.setdefault(session_id, set()).add(connection)
-
-    def unsubscribe(self, connection: Connection) -> None:
-        for session_id in list(self.subscribers):
-            listeners = self.subscribers[session_id]
-            listeners.discard(connection)
-            if not listeners:
-                del self.subscribers[session_id]
+    def subscribers(self, session_id: str) -> list[Connection]:
+        """Return the open connections that created or used the session."""
+        return [connection for connection in self.connections if session_id in connection.sessions]
 
     def publish(self, session_id: str, event: dict[str, Any]) -> int:
-        """Send ``event`` to every connection that used the session; return how many got it."""
-        connections = list(self.subscribers.get(session_id, ()))
+        """Send ``event`` to every connection that used the session (the in-memory backplane); return how many."""
+        connections = self.subscribers(session_id)
         for connection in connections:
             connection.send(event)
         return len(connections)
@@ -104,6 +96,8 @@ class Connection:
         self.turn_request_id: str | None = None
         #: The log record of this connection's current or last turn.
         self.record: TurnRecord | None = None
+        #: Sessions this connection created or used; publishing to one reaches this socket.
+        self.sessions: set[str] = set()
         self._last_sent = time.monotonic()
         self._keepalive: asyncio.Task[None] | None = None
         if state.keepalive_seconds > 0:
@@ -174,7 +168,6 @@ class Connection:
     def closed(self) -> None:
         """Release the connection: a turn still running ends with it."""
         self.state.connections.discard(self)
-        self.state.unsubscribe(self)
         if self._keepalive is not None:
             self._keepalive.cancel()
         if self.turn is not None and not self.turn.done():
@@ -201,7 +194,7 @@ class Connection:
             session = self.state.store.create_session(agent_id, **fields)
         except StoreFull as exc:
             raise ProtocolError(protocol.SESSIONS_FULL, str(exc)) from None
-        self.state.subscribe(session.session_id, self)
+        self.sessions.add(session.session_id)
         logger.debug("session %s created", session.session_id)
         self.send(protocol.immediate_response(request_id, 200, _session_data(session)))
 
@@ -261,7 +254,7 @@ class Connection:
                 protocol.CONVERSATION_FULL,
                 f"this conversation holds the maximum of {self.state.store.max_messages} messages; start a new session",
             )
-        self.state.subscribe(session.session_id, self)
+        self.sessions.add(session.session_id)
         turn_id = request_id if request_id is not None else protocol.new_id()
         self.turn_request_id = turn_id
         self.turn = start_turn(self, session, turn_id, text, stream=stream is not False, model=model)

@@ -19,7 +19,7 @@ from smooth_nb.server.protocol import new_id
 AGENT_NAME = "smooth-nb local agent"
 
 
-@dataclass
+@dataclass(slots=True)
 class Message:
     id: str
     direction: str  # "inbound" (from the user) or "outbound" (from the agent)
@@ -32,7 +32,7 @@ class Message:
         return "user" if self.direction == "inbound" else "assistant"
 
 
-@dataclass
+@dataclass(slots=True)
 class Session:
     session_id: str
     conversation_id: str
@@ -46,7 +46,7 @@ class Session:
     last_active: float = field(default_factory=time.monotonic)
 
 
-@dataclass
+@dataclass(slots=True)
 class Conversation:
     conversation_id: str
     messages: list[Message] = field(default_factory=list)

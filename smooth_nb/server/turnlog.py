@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextvars
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -52,11 +52,17 @@ class TurnRecord:
 
 
 class TurnLog:
-    """The newest turns of a server, oldest dropped first past ``max_turns``."""
+    """The newest turns of a server, oldest dropped first past ``max_turns``.
 
-    def __init__(self, max_turns: int = 1000) -> None:
+    Model calls hold every message the model saw, so they are kept only for the
+    newest ``detailed_turns`` turns; older records keep their frames.
+    """
+
+    def __init__(self, max_turns: int = 1000, detailed_turns: int = 200) -> None:
         self.max_turns = max_turns
+        self.detailed_turns = detailed_turns
         self._records: OrderedDict[str, TurnRecord] = OrderedDict()
+        self._detailed: deque[TurnRecord] = deque()
         #: Called with each new record (the notebook's live ``srv.turns``).
         self.listeners: list[Callable[[TurnRecord], None]] = []
 
@@ -65,6 +71,11 @@ class TurnLog:
         self._records[record.request_id] = record
         while len(self._records) > self.max_turns:
             self._records.popitem(last=False)
+        self._detailed.append(record)
+        while len(self._detailed) > self.detailed_turns:
+            old = self._detailed.popleft()
+            old.llm_calls.clear()
+            old.history.clear()
         for listener in list(self.listeners):
             listener(record)
         return record
