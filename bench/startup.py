@@ -2,6 +2,7 @@
 
 Reports, each as the median of ``--runs`` fresh kernels:
 
+- ``import``: ``import smooth_nb`` in a fresh Python process (``python -c``);
 - ``load_ext``: wall time of ``%load_ext smooth_nb`` inside the kernel;
 - ``start_to_accept``: from the start of the ``%smooth_local start`` cell (kernel
   clock) until a WebSocket client outside the kernel completes its handshake
@@ -21,6 +22,7 @@ import json
 import os
 import socket
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -83,6 +85,12 @@ async def timed_turn(socket_) -> tuple[float, float]:
             return time.perf_counter() - started, first_token or 0.0
 
 
+def import_seconds() -> float:
+    code = "import time; t = time.perf_counter(); import smooth_nb; print(time.perf_counter() - t)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
+    return float(result.stdout.strip())
+
+
 def one_run(gateway_url: str) -> dict[str, float]:
     env = dict(os.environ, SMOOAI_GATEWAY_URL=gateway_url, SMOOAI_GATEWAY_KEY="bench-key")
     manager, client = start_new_kernel(kernel_name="python3", env=env)
@@ -100,6 +108,7 @@ def one_run(gateway_url: str) -> dict[str, float]:
         loop.run_until_complete(socket_.close())
         loop.close()
         return {
+            "import": import_seconds(),
             "load_ext": float(load.strip().splitlines()[-1]),
             "start_to_accept": accepted - started,
             "first_turn": first,

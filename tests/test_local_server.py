@@ -211,3 +211,69 @@ async def test_tool_runs_in_turn():
     assert chunks[1]["toolResult"]["name"] == "lookup_order"
     assert chunks[1]["toolResult"]["isError"] is False
     assert tokens(frames) == "It shipped."
+
+
+async def test_disconnect_mid_turn_ends_turn():
+    release = asyncio.Event()
+
+    async def slow(arguments):
+        await release.wait()
+        return "late"
+
+    script = ModelSettings(mode="script", script=({"kind": "toolCall", "name": "slow_lookup", "arguments": "{}"}, {"kind": "text", "text": "never sent"}))
+    handle = await LocalServer.builder().addr("127.0.0.1:0").model(script).tools([Tool("slow_lookup", "waits", slow)]).spawn()
+    try:
+        wire = await WireClient.connect(handle.ws_url)
+        session_id = await wire.create_session()
+        await wire.send({"action": "send_message", "requestId": "t-1", "sessionId": session_id, "message": "hi"})
+        await wire.recv()
+        await wire.recv()  # the toolCall chunk: the turn waits inside the tool
+        await wire.close()
+        for _ in range(100):
+            if not handle.state.busy_sessions:
+                break
+            await asyncio.sleep(0.02)
+        release.set()
+        await asyncio.sleep(0.05)
+        record = handle.state.turn_log.get("t-1")
+        remaining = handle.state.router.scripted_pending
+    finally:
+        await handle.shutdown()
+
+    assert not handle.state.busy_sessions, "the turn ended with its socket"
+    assert len(record.llm_calls) == 1, "no model call happened after the disconnect"
+    assert remaining == 1, "the reply after the tool was never requested"
+
+
+async def test_cancel_stops_before_next_model_call():
+    release = asyncio.Event()
+    finished = []
+
+    async def slow(arguments):
+        await release.wait()
+        finished.append(True)
+        return "late"
+
+    script = ModelSettings(mode="script", script=({"kind": "toolCall", "name": "slow_lookup", "arguments": "{}"}, {"kind": "text", "text": "never sent"}))
+    handle = await LocalServer.builder().addr("127.0.0.1:0").model(script).tools([Tool("slow_lookup", "waits", slow)]).spawn()
+    try:
+        wire = await WireClient.connect(handle.ws_url)
+        session_id = await wire.create_session()
+        await wire.send({"action": "send_message", "requestId": "t-1", "sessionId": session_id, "message": "keep this"})
+        await wire.recv()
+        await wire.recv()
+        await wire.send({"action": "cancel", "requestId": "t-1", "sessionId": session_id})
+        cancelled = await wire.recv()
+        release.set()
+        await asyncio.sleep(0.05)
+        history = await wire.request({"action": "get_conversation_messages", "sessionId": session_id})
+        await wire.close()
+        calls = len(handle.state.turn_log.get("t-1").llm_calls)
+    finally:
+        await handle.shutdown()
+
+    assert cancelled["type"] == "cancelled"
+    assert cancelled["requestId"] == "t-1"
+    assert finished == [], "the cancelled tool call did not run to its end"
+    assert calls == 1, "no model call after the cancel"
+    assert [m["content"]["text"] for m in history["data"]["messages"]] == ["keep this"]
