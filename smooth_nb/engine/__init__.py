@@ -49,7 +49,7 @@ class LlmUnavailable(Exception):
 
 @dataclass(frozen=True)
 class ModelSettings:
-    """How turns reach a model. The key never appears in ``repr``."""
+    """The model settings of a server; the key never appears in ``repr``."""
 
     mode: str
     base_url: str | None = None

@@ -25,7 +25,7 @@ DEFAULT_TURN_TIMEOUT = 120.0
 
 
 class ProtocolError(Exception):
-    """The server answered a request with an ``error`` event."""
+    """An ``error`` event the server sent in reply to a request."""
 
     def __init__(self, code: str, message: str) -> None:
         super().__init__(f"{code}: {message}")
@@ -181,9 +181,9 @@ class Chat:
     async def submit(
         self, values: dict[str, Any] | None = None, *, declined: bool = False, timeout: float = DEFAULT_TURN_TIMEOUT
     ) -> Turn:
-        """Answer the parked interaction with ``values`` (or decline it).
+        """Submit ``values`` for the parked interaction (or decline it).
 
-        Invalid values leave the turn parked; ``turn.pending["errors"]`` says why.
+        Invalid values leave the turn parked; ``turn.pending["errors"]`` lists the problems.
         """
         turn, _ = self._parked("interaction")
         action: dict[str, Any] = {"action": "submit_interaction", "interactionId": turn.pending["interaction_id"]}

@@ -32,7 +32,7 @@ _PARKS = frozenset({"write_confirmation_required", "interaction_required"})
 
 
 class ExportError(ValueError):
-    """The turns cannot be written as a scenario that replays; the message says why."""
+    """The turns cannot be written as a scenario that replays; the message gives the reason."""
 
 
 def _chunk(event: Event) -> dict[str, Any]:
@@ -171,7 +171,7 @@ def build_scenario(
                 names = ", ".join(c["name"] for c in call.tool_calls)
                 raise ExportError(
                     f"a model answer in turn {turn.request_id} called several tools at once ({names}); "
-                    "the scenario format holds one tool call per answer"
+                    "the scenario format stores one tool call per answer"
                 )
             script.append(call.response())
         for event in turn.events:
@@ -187,7 +187,7 @@ def build_scenario(
             seen = results.get(tool_call.name)
             if seen is not None and tool_call.name not in errored_tools and seen != tool_call.result:
                 raise ExportError(
-                    f"tool {tool_call.name} returned different results in these turns; the scenario format holds one "
+                    f"tool {tool_call.name} returned different results in these turns; the scenario format stores one "
                     "result per tool, so export the turns separately with turn.to_scenario(path)"
                 )
             results[tool_call.name] = tool_call.result or ""

@@ -27,7 +27,7 @@ class NotebookServer:
     def __init__(self, handle: LocalServerHandle) -> None:
         self.handle = handle
 
-    # -- what the handle knows ----------------------------------------------
+    # -- addresses and state ------------------------------------------------
 
     @property
     def addr(self) -> tuple[str, int]:

@@ -1,4 +1,4 @@
-"""Who may use a server: the auth verifier seam.
+"""The auth verifier seam: which clients may use a server.
 
 A verifier turns the token a client presents (``/ws?token=``, or
 ``Authorization: Bearer`` on HTTP) into a principal, or rejects it. Two

@@ -252,7 +252,7 @@ class Connection:
         if not self.state.store.has_room(session, 2):
             raise ProtocolError(
                 protocol.CONVERSATION_FULL,
-                f"this conversation holds the maximum of {self.state.store.max_messages} messages; start a new session",
+                f"this conversation contains the maximum of {self.state.store.max_messages} messages; start a new session",
             )
         self.sessions.add(session.session_id)
         turn_id = request_id if request_id is not None else protocol.new_id()

@@ -34,7 +34,7 @@ DEFAULT_MAX_PENDING_BYTES = 8 * 1024 * 1024
 
 
 class HttpSettings:
-    """What the routes check beyond the protocol state."""
+    """The checks and settings of the HTTP routes, beyond the protocol state."""
 
     def __init__(
         self,

@@ -91,9 +91,9 @@ class ServerConfig:
     history_messages: int = 50
     #: Documents loaded into the knowledge base at start, as ``(source, content)`` pairs.
     documents: tuple[tuple[str, str], ...] = ()
-    #: Most sessions kept; past it the least recently used idle session is evicted.
+    #: Maximum sessions kept; past it the least recently used idle session is evicted.
     max_sessions: int = 10_000
-    #: Most messages in one conversation; past it send_message fails with CONVERSATION_FULL.
+    #: Maximum messages in one conversation; past it send_message fails with CONVERSATION_FULL.
     max_messages: int = 2_000
     #: Bytes of frames a client may leave unread before its socket is closed.
     max_pending_bytes: int = DEFAULT_MAX_PENDING_BYTES

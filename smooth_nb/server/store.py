@@ -65,7 +65,7 @@ class MemoryStore:
     """Sessions and their conversations, held in dictionaries, with caps.
 
     At ``max_sessions`` the least recently used session that ``is_busy`` does
-    not protect is evicted with its conversation. A conversation holds at most
+    not protect is evicted with its conversation. A conversation contains at most
     ``max_messages`` messages; :meth:`append` raises :class:`ConversationFull`
     past that, so history is never dropped silently.
     """
@@ -127,7 +127,7 @@ class MemoryStore:
         conversation = self.conversations[session.conversation_id]
         if len(conversation.messages) >= self.max_messages:
             raise ConversationFull(
-                f"conversation {session.conversation_id} holds the maximum of {self.max_messages} messages; "
+                f"conversation {session.conversation_id} contains the maximum of {self.max_messages} messages; "
                 "start a new session to continue"
             )
         message = Message(

@@ -40,13 +40,13 @@ logger = logging.getLogger(__name__)
 
 #: How many knowledge passages ground a turn; the engine's own default top-k.
 KNOWLEDGE_TOP_K = 4
-#: Longest citation snippet, in characters.
+#: Maximum citation snippet length, in characters.
 SNIPPET_MAX_CHARS = 400
 
 
 @dataclass
 class Park:
-    """What a parked turn waits for; resolving ``future`` resumes it."""
+    """The client input a parked turn waits for; resolving ``future`` resumes it."""
 
     kind: str  # "confirmation" or "interaction"
     request_id: str
