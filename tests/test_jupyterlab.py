@@ -3,18 +3,20 @@
 Each test starts a real Jupyter server process on 127.0.0.1 (``python -m
 jupyterlab`` or ``python -m notebook``) with a token, an isolated Jupyter
 configuration, data and runtime directory, and no ``SMOOAI_*`` settings, so
-the kernel's smooth-nb server runs offline and answers from the demo knowledge
+the kernel's smooth-nb server runs offline and replies from the demo knowledge
 base. The browser opens a small notebook containing the two magic lines, runs
 all cells from the Run menu, types a question into the widget and clicks Send,
 the way a person would.
 
 The widget reaching ``data-state="connected"`` shows that the kernel's server
-accepted the JupyterLab page's origin, because that server rejects WebSocket
-connections from origins it does not know. A third cell also prints the
-allowed origins, and the test checks the page origin is among them.
+accepted the page's origin, because that server rejects WebSocket connections
+from origins it does not know. A third cell also prints the origins the kernel
+read from the Jupyter server's runtime file and the origins its smooth-nb
+server allows, and the test checks the page origin is in both.
 
-Every browser request to a host other than 127.0.0.1 is aborted and reported
-as a failure, so the tests also check that the page works with no network.
+Every HTTP request the browser makes to a host other than 127.0.0.1 is
+aborted and fails the test, so the tests also check that the page works with
+no network.
 
 Chromium and its flags are the ones ``tests/test_browser.py`` uses. Without
 /usr/bin/chromium the tests are skipped, unless the CI environment variable is
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -34,9 +37,10 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import nbformat
@@ -52,11 +56,14 @@ ARTIFACTS = REPO / "test-artifacts"
 NOTEBOOK_NAME = "smooth-chat.ipynb"
 RETURNS_QUESTION = "How long do I have to return an order?"
 
+# The browser aborts requests to any URL that is not on 127.0.0.1.
+OFF_LOOPBACK_URL = re.compile(r"^(?!https?://127\.0\.0\.1(:\d+)?/)")
+
 # The third cell prints this prefix followed by a JSON object, and the test
 # reads that line back from the page.
 KERNEL_REPORT_PREFIX = "smooth-nb kernel report:"
 
-# Upper bounds for the waits, in seconds or milliseconds as the name says.
+# Upper bounds for the waits, in the unit each name ends with.
 SERVER_START_SECONDS = 60
 SERVER_STOP_SECONDS = 20
 KERNEL_START_MS = 60_000
@@ -101,6 +108,14 @@ class JupyterServer:
     def page_url(self, path: str) -> str:
         return f"{self.base_url.rstrip('/')}/{path.lstrip('/')}?token={self.token}"
 
+    def get_json(self, path: str) -> Any:
+        """Call the server's REST API with the token and decode the JSON body."""
+        request = urllib.request.Request(
+            f"{self.base_url.rstrip('/')}/{path.lstrip('/')}", headers={"Authorization": f"token {self.token}"}
+        )
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return json.loads(response.read())
+
     def log_tail(self, max_chars: int = 4000) -> str:
         try:
             return self.log_path.read_text(encoding="utf-8", errors="replace")[-max_chars:]
@@ -109,12 +124,13 @@ class JupyterServer:
 
 
 def write_notebook(path: Path) -> None:
-    """Write the notebook a user would: load the extension, start the server, then inspect it."""
+    """Write a notebook that loads the extension, starts the server and prints a report from the kernel."""
     report = (
-        "import json, os, sys\n"
+        "import json, sys\n"
+        "from smooth_nb.notebook.magics import jupyter_server_origins\n"
         f"print({KERNEL_REPORT_PREFIX!r}, json.dumps({{\n"
         '    "prefix": sys.prefix,\n'
-        '    "pid": os.getpid(),\n'
+        '    "server_origins": sorted(jupyter_server_origins()),\n'
         '    "allowed_origins": sorted(srv.handle.allowed_origins),\n'
         "}))"
     )
@@ -165,7 +181,7 @@ def read_server_info(runtime_dir: Path, pid: int) -> dict | None:
 
 
 def wait_until_serving(process: subprocess.Popen[bytes], runtime_dir: Path, token: str, log_path: Path) -> str:
-    """Wait until the server has written its runtime file and answers ``/api/status``; return its URL."""
+    """Wait until the server has written its runtime file and ``/api/status`` returns 200, then return its URL."""
     deadline = time.monotonic() + SERVER_START_SECONDS
     base_url = None
     last_error = "no runtime file yet"
@@ -234,8 +250,8 @@ def stop_server(process: subprocess.Popen[bytes], runtime_dir: Path) -> list[int
 
 
 @pytest.fixture
-def start_jupyter() -> Iterator:
-    """Return a function that starts ``python -m <module>``; the finalizer stops it and removes its folders."""
+def start_jupyter() -> Iterator[Callable[[str], JupyterServer]]:
+    """Return a function that starts ``python -m <module>``. The finalizer stops each server and removes its folders."""
     started: list[tuple[subprocess.Popen[bytes], Path, Path]] = []
     leftover_kernels: list[int] = []
 
@@ -323,10 +339,17 @@ def page(browser: Browser, browser_log: BrowserLog) -> Iterator[Page]:
         browser_log.blocked.append(route.request.url)
         route.abort()
 
-    context.route(lambda url: urlsplit(url).hostname != "127.0.0.1", block)
+    # A regular expression is matched inside the Playwright driver, so requests
+    # to 127.0.0.1 never wait for this Python thread. A Python predicate would
+    # pause every request until the test next calls into Playwright.
+    context.route(OFF_LOOPBACK_URL, block)
     new_page = context.new_page()
     new_page.on("console", lambda message: browser_log.console.append(f"[{message.type}] {message.text}"))
     new_page.on("pageerror", lambda error: browser_log.console.append(f"[pageerror] {error}"))
+    new_page.on(
+        "requestfailed",
+        lambda request: browser_log.console.append(f"[requestfailed] {request.method} {request.url} {request.failure}"),
+    )
     try:
         yield new_page
     finally:
@@ -352,16 +375,50 @@ class ChatOutcome:
     screenshot: Path
 
 
-def wait_for_idle_kernel(page: Page) -> None:
-    """Wait until the notebook's kernel has started and reports idle in the toolbar."""
+def wait_for_connected_kernel(page: Page, server: JupyterServer) -> None:
+    """Wait until the page is connected to the notebook's kernel and the kernel is idle.
+
+    The toolbar's execution indicator alone is not enough, because Notebook
+    7.6 can show "idle" before the page has opened the kernel's WebSocket, and
+    Run All in that moment runs nothing. So the server must also report a
+    connection to an idle kernel for this notebook.
+    """
     indicator = page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']").first
     expect(indicator, "the notebook's kernel starts and is idle").to_be_attached(timeout=KERNEL_START_MS)
+
+    deadline = time.monotonic() + KERNEL_START_MS / 1000
+    sessions: Any = []
+    while time.monotonic() < deadline:
+        sessions = server.get_json("api/sessions")
+        for session in sessions:
+            kernel = session.get("kernel") or {}
+            if (
+                session.get("path", "").endswith(NOTEBOOK_NAME)
+                and kernel.get("connections", 0) >= 1
+                and kernel.get("execution_state") == "idle"
+            ):
+                return
+        # Waiting through Playwright keeps the page's events flowing.
+        page.wait_for_timeout(200)
+    raise AssertionError(f"no idle, connected kernel for {NOTEBOOK_NAME} within {KERNEL_START_MS} ms: {sessions}")
 
 
 def run_all_cells(page: Page) -> None:
     """Open the Run menu and choose Run All Cells."""
     page.get_by_role("menuitem", name="Run", exact=True).click()
     page.locator(".lm-Menu .lm-Menu-itemLabel").get_by_text("Run All Cells", exact=True).click()
+
+
+def dismiss_news_prompt(page: Page) -> None:
+    """Close the "get notified about official Jupyter news?" notification, if shown, so it does not cover the chat.
+
+    The notification is only a prompt. With ``--LabApp.news_url=None`` the
+    server fetches no news whatever the reply.
+    """
+    close = page.get_by_role("button", name="Hide notification")
+    if close.count() > 0:
+        close.first.click()
+        expect(close, "the notification closes").to_have_count(0, timeout=WAIT_MS)
 
 
 def read_kernel_report(page: Page) -> dict:
@@ -374,22 +431,18 @@ def read_kernel_report(page: Page) -> dict:
 def chat_in_notebook(page: Page, server: JupyterServer, path: str, screenshot_name: str) -> ChatOutcome:
     """Open the notebook at ``path``, run all cells, ask the returns question in the widget and read the answer."""
     page.goto(server.page_url(path), timeout=WAIT_MS)
-    wait_for_idle_kernel(page)
+    wait_for_connected_kernel(page, server)
 
-    import time as _t
-    t0=_t.monotonic()
-    print("DBG idle", page.locator(".jp-Notebook-ExecutionIndicator").evaluate_all("els => els.map(e => e.dataset.status)"))
     run_all_cells(page)
-    for i in range(10):
-        print("DBG", round(_t.monotonic()-t0,1), page.locator(".jp-InputPrompt").all_inner_texts(), page.locator(".lm-Menu").count(), page.evaluate("document.activeElement && document.activeElement.className"))
-        page.wait_for_timeout(500)
     root = page.locator("[data-testid='smooth-chat']")
     expect(root, "the widget appears in the output and connects").to_have_attribute(
         "data-state", "connected", timeout=WAIT_MS
     )
     kernel_report = read_kernel_report(page)
 
-    # Type key by key: the notebook's keyboard shortcuts must not see the keys.
+    # Type key by key, as a person does, so JupyterLab's keyboard handling receives
+    # every key. A key taken as a notebook command would be missing from the
+    # input, and some (a, b, d d) would add or delete cells.
     cells = page.locator(".jp-Notebook .jp-Cell")
     cells_before_typing = cells.count()
     chat_input = page.get_by_test_id("smooth-chat-input")
@@ -406,6 +459,7 @@ def chat_in_notebook(page: Page, server: JupyterServer, path: str, screenshot_na
     notice = page.get_by_test_id("smooth-chat-notice")
     expect(notice, "the offline notice is shown").to_be_visible(timeout=WAIT_MS)
 
+    dismiss_news_prompt(page)
     ARTIFACTS.mkdir(exist_ok=True)
     screenshot = ARTIFACTS / screenshot_name
     root.scroll_into_view_if_needed()
@@ -428,6 +482,9 @@ def check_outcome(outcome: ChatOutcome, server: JupyterServer, browser_log: Brow
     assert Path(report["prefix"]).resolve() == Path(sys.prefix).resolve(), (
         f"the kernel runs this venv's Python: kernel sys.prefix {report['prefix']!r}, tests {sys.prefix!r}"
     )
+    assert server.origin in report["server_origins"], (
+        f"the kernel finds the Jupyter server's origin {server.origin} in its runtime file: {report['server_origins']}"
+    )
     assert server.origin in report["allowed_origins"], (
         f"the kernel's server allows the page origin {server.origin}: {report['allowed_origins']}"
     )
@@ -443,8 +500,16 @@ def check_outcome(outcome: ChatOutcome, server: JupyterServer, browser_log: Brow
     assert not browser_log.blocked, f"the page requested hosts other than 127.0.0.1: {browser_log.blocked}"
 
 
-def failure_context(server: JupyterServer, browser_log: BrowserLog) -> str:
+def failure_context(page: Page, server: JupyterServer, browser_log: BrowserLog, screenshot_name: str) -> str:
+    """Save a screenshot of the failed page and return the console and server log for the error message."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    screenshot = ARTIFACTS / screenshot_name
+    try:
+        page.screenshot(path=str(screenshot), timeout=WAIT_MS)
+    except PlaywrightError as exc:
+        screenshot = f"(no screenshot: {exc})"
     return (
+        f"\n--- screenshot ---\n{screenshot}"
         f"\n--- browser console ---\n{browser_log.console_tail()}"
         f"\n--- Jupyter server log ---\n{server.log_tail()}"
     )
@@ -460,7 +525,7 @@ def test_jupyterlab_widget_answers_offline(page: Page, start_jupyter, browser_lo
     try:
         outcome = chat_in_notebook(page, server, f"lab/tree/{NOTEBOOK_NAME}", "jupyterlab-widget.png")
     except (AssertionError, PlaywrightError) as exc:
-        raise AssertionError(f"{exc}{failure_context(server, browser_log)}") from exc
+        raise AssertionError(f"{exc}{failure_context(page, server, browser_log, 'jupyterlab-failure.png')}") from exc
 
     check_outcome(outcome, server, browser_log)
 
@@ -471,6 +536,6 @@ def test_notebook7_widget_answers_offline(page: Page, start_jupyter, browser_log
     try:
         outcome = chat_in_notebook(page, server, f"notebooks/{NOTEBOOK_NAME}", "notebook7-widget.png")
     except (AssertionError, PlaywrightError) as exc:
-        raise AssertionError(f"{exc}{failure_context(server, browser_log)}") from exc
+        raise AssertionError(f"{exc}{failure_context(page, server, browser_log, 'notebook7-failure.png')}") from exc
 
     check_outcome(outcome, server, browser_log)
