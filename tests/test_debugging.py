@@ -802,7 +802,8 @@ def test_export_of_failed_turn_raises(kernel: BlockingKernelClient, tmp_path: Pa
             from smooth_nb.notebook.export import ExportError
 
             chat = srv.session()
-            failed = await chat.send("")
+            srv.mock.error("the gateway is down")
+            failed = await chat.send("will this work?")
             try:
                 chat.to_scenario({str(path)!r})
             except ExportError as exc:
@@ -813,11 +814,11 @@ def test_export_of_failed_turn_raises(kernel: BlockingKernelClient, tmp_path: Pa
         ),
     )
 
-    assert evaluate(kernel, "failed.status") == "error", "an empty message did not end its turn in an error"
+    assert evaluate(kernel, "failed.status") == "error", "a failing model call did not end its turn in an error"
     assert evaluate(kernel, "failure is not None") is True, "exporting a failed turn did not raise ExportError"
     failure = evaluate(kernel, "failure")
     assert evaluate(kernel, "failed.request_id") in failure, f"the message does not name the failed turn: {failure!r}"
-    assert "VALIDATION_ERROR" in failure, f"the message does not give the error code: {failure!r}"
+    assert "TURN_FAILED" in failure, f"the message does not give the error code: {failure!r}"
     assert "replay" in failure, f"the message does not say which turns can be exported: {failure!r}"
     assert not path.exists(), "a scenario file was written although the export failed"
 

@@ -153,6 +153,10 @@ class ModelRouter:
         self._call_ids += 1
         self._script_provider().push_tool_call(f"call_{self._call_ids}", name, raw)
 
+    def push_error(self, message: str) -> None:
+        """Queue a model call that fails with ``message``, as an unreachable gateway would."""
+        self._script_provider().push_error(message)
+
     def clear_script(self) -> None:
         """Drop every queued scripted reply."""
         if self._scripted is not None:

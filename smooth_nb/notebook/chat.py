@@ -88,7 +88,15 @@ class Chat:
         return json.loads(raw)
 
     async def _write(self, frame: dict[str, Any]) -> None:
-        await self._socket.write_message(json.dumps(frame, ensure_ascii=False))
+        from tornado.websocket import WebSocketClosedError
+
+        if self._socket is None:
+            raise ConnectionError("this chat's connection is closed; is the server still running? (%smooth_local status)")
+        try:
+            await self._socket.write_message(json.dumps(frame, ensure_ascii=False))
+        except WebSocketClosedError:
+            self._socket = None
+            raise ConnectionError("the server closed the connection; is it still running? (%smooth_local status)") from None
 
     async def _request(self, frame: dict[str, Any], timeout: float = 30.0) -> dict[str, Any]:
         request_id = str(uuid.uuid4())
@@ -139,7 +147,10 @@ class Chat:
             reply = await self._read(remaining)
             if reply.get("type") == "keepalive":
                 continue
-            frames.frames.append((frames.now(), reply))
+            # A frame belongs to the turn its requestId names; one for another turn
+            # of this chat (a rejected second send) must not land in this one.
+            owner = self._frames.get(str(reply.get("requestId")), frames)
+            owner.frames.append((owner.now(), reply))
 
     async def send(self, message: str, *, timeout: float = DEFAULT_TURN_TIMEOUT, **fields: Any) -> Turn:
         """Send one message; return the :class:`Turn` once it ends or parks.

@@ -141,6 +141,9 @@ def build_scenario(
     create_fields: dict[str, Any] | None = None,
     name: str = "captured-session",
 ) -> dict[str, Any]:
+    # A message the server rejected before the turn started (TURN_IN_PROGRESS, an
+    # invalid field) never reached the model; it is left out rather than replayed.
+    turns = [turn for turn in turns if not _rejected(turn)]
     if not turns:
         raise ExportError("there are no turns to export; send a message first")
     script: list[dict[str, Any]] = []
@@ -238,9 +241,38 @@ def build_scenario(
         "steps": steps,
     }
     if server is not None and len(server.knowledge):
-        documents = server.handle.state.knowledge.documents()
-        scenario["server"]["knowledge"] = [{"source": source, "content": content} for source, content in documents]
+        knowledge = server.handle.state.knowledge
+        _check_citations_still_hold(turns, knowledge)
+        scenario["server"]["knowledge"] = [{"source": source, "content": content} for source, content in knowledge.documents()]
     return scenario
+
+
+def _rejected(turn: Turn) -> bool:
+    """Return whether the server answered the send with an error and no 202 acknowledgement."""
+    events = turn.events
+    return bool(events) and events[0].type == "error" and not any(
+        e.type == "immediate_response" and e.frame.get("status") == 202 for e in events
+    )
+
+
+def _check_citations_still_hold(turns: Sequence[Turn], knowledge: Any) -> None:
+    """Raise ExportError when today's knowledge base would cite differently than the turns did.
+
+    The scenario carries the knowledge base as it is now, and replay asserts the
+    citations the turns had; a document added or removed since then breaks that.
+    """
+    from smooth_nb.server.turns import KNOWLEDGE_TOP_K
+
+    for turn in turns:
+        recorded = [c.get("id") for c in turn.citations]
+        if not recorded:
+            continue
+        now = [hit.source for hit in knowledge.query(turn.message, KNOWLEDGE_TOP_K)]
+        if now != recorded:
+            raise ExportError(
+                f"the knowledge base changed since turn {turn.request_id}: it cited {recorded}, and would now cite {now}. "
+                "Export right after the turns, or remove the documents added since."
+            )
 
 
 def write_scenario(

@@ -59,13 +59,14 @@ def _start_parser() -> _Parser:
     parser.add_argument("--seed-kb", action="store_true")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--mock-reply")
-    parser.add_argument("--offline", action="store_true")
+    model = parser.add_mutually_exclusive_group()
+    model.add_argument("--mock-reply")
+    model.add_argument("--offline", action="store_true")
+    model.add_argument("--scenario")
     auth = parser.add_mutually_exclusive_group()
     auth.add_argument("--token")
     auth.add_argument("--no-auth", action="store_true")
     parser.add_argument("--origin", action="append", default=[])
-    parser.add_argument("--scenario")
     return parser
 
 
@@ -113,7 +114,8 @@ def _start(words: list[str]) -> Any:
         return None
     running = notebook.running_server()
     if running is not None:
-        print(f"A smooth-nb server is already running at {running.ws_url}; run %smooth_local stop first.")
+        print(f"A smooth-nb server is already running at {running.ws_url}; here is its chat. Run %smooth_local stop to restart it.")
+        display(running.widget())
         return running
     try:
         asyncio.get_running_loop()

@@ -140,8 +140,16 @@ def tool_from_function(function: Callable[..., Any], *, name: str | None = None,
     if required:
         parameters["required"] = required
 
-    def handler(arguments: dict[str, Any]) -> Any:
-        return function(**arguments)
+    handler: Callable[[dict[str, Any]], Any]
+    if inspect.iscoroutinefunction(function):
+
+        async def handler(arguments: dict[str, Any]) -> Any:
+            return await function(**arguments)
+
+    else:
+
+        def handler(arguments: dict[str, Any]) -> Any:
+            return function(**arguments)
 
     tool_name = name or function.__name__
     return Tool(
@@ -257,6 +265,11 @@ class MockQueue:
         queue in the middle ends with an empty answer.
         """
         self._router.push_tool_call(name, arguments if arguments is not None else {})
+        return self
+
+    def error(self, message: str = "the model call failed") -> MockQueue:
+        """Queue a model call that fails with ``message``: the turn ends with a TURN_FAILED error."""
+        self._router.push_error(message)
         return self
 
     @property

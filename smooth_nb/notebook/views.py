@@ -153,6 +153,11 @@ class Comparison:
     """Two turns side by side: text, tools, tokens and time."""
 
     def __init__(self, a: Turn, b: Turn) -> None:
+        from smooth_nb.notebook.turn import Turn
+
+        for label, value in (("a", a), ("b", b)):
+            if not isinstance(value, Turn):
+                raise TypeError(f"compare() takes two turns; {label} is a {type(value).__name__}, not the Turn that chat.send returns")
         self.a = a
         self.b = b
 

@@ -255,6 +255,10 @@ class Connection:
                 f"this conversation contains the maximum of {self.state.store.max_messages} messages; start a new session",
             )
         self.sessions.add(session.session_id)
+        router = self.state.router
+        if router.settings.mode == "script" and not router.scripted_pending:
+            # The engine's mock answers an empty reply once its script is used up; say why in the log.
+            logger.warning("the scripted model has no replies left, so this turn answers empty; restart the server to replay")
         turn_id = request_id if request_id is not None else protocol.new_id()
         self.turn_request_id = turn_id
         self.turn = start_turn(self, session, turn_id, text, stream=stream is not False, model=model)

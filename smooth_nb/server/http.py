@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 
 import tornado.web
 import tornado.websocket
+from tornado.log import access_log
 
 from smooth_nb.server import protocol
 from smooth_nb.server.auth import Principal, Verifier
@@ -242,6 +243,18 @@ class WidgetScriptHandler(GuardedHandler):
         self.finish(widget_script())
 
 
+def log_request(handler: tornado.web.RequestHandler) -> None:
+    """Log one finished request like tornado does, but with the path only.
+
+    Tornado's own access log prints the query string, and ``/ws?token=...``
+    would put the token in the log.
+    """
+    status = handler.get_status()
+    log = access_log.info if status < 400 else access_log.warning if status < 500 else access_log.error
+    request = handler.request
+    log("%d %s %s (%s) %.2fms", status, request.method, request.path, request.remote_ip, 1000.0 * request.request_time())
+
+
 def make_app(state: ServerState, settings: HttpSettings, *, max_frame_bytes: int) -> tornado.web.Application:
     from smooth_nb.server.admin import admin_routes
 
@@ -257,4 +270,4 @@ def make_app(state: ServerState, settings: HttpSettings, *, max_frame_bytes: int
             (r"/chat-widget\.iife\.js", WidgetScriptHandler, handler_args),
         ]
     # Tornado closes a socket whose frame is over this size with close code 1009.
-    return tornado.web.Application(routes, websocket_max_message_size=max_frame_bytes)
+    return tornado.web.Application(routes, websocket_max_message_size=max_frame_bytes, log_function=log_request)

@@ -114,6 +114,16 @@ def parse_addr(addr: str | tuple[str, int]) -> tuple[str, int]:
     return host or DEFAULT_HOST, port
 
 
+def check_origin(origin: str) -> str:
+    """Return ``origin`` without a trailing slash, or raise ValueError unless it is ``scheme://host[:port]``."""
+    from urllib.parse import urlsplit
+
+    parsed = urlsplit(origin.rstrip("/")) if isinstance(origin, str) else None
+    if parsed is None or not parsed.scheme or not parsed.netloc or parsed.path or parsed.query or parsed.fragment:
+        raise ValueError(f"invalid origin {origin!r}: expected scheme://host[:port] with no path, for example http://localhost:8888")
+    return origin.rstrip("/")
+
+
 def is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -214,8 +224,13 @@ class LocalServerHandle:
         if not is_loopback(host) and config.token is None and not config.allow_no_auth:
             raise ValueError(
                 f"refusing to bind {host}:{port} without a token: any machine that reaches this address "
-                "could drive the server. Set a token, bind 127.0.0.1, or pass allow_no_auth=True."
+                "could drive the server. Set a token (--token), bind 127.0.0.1, or allow it explicitly "
+                "(--allow-no-auth, or allow_no_auth=True in Python)."
             )
+        for origin in config.allowed_origins:
+            check_origin(origin)
+        if config.keepalive_seconds < 0 or 0 < config.keepalive_seconds < 0.1:
+            raise ValueError(f"invalid keepalive interval {config.keepalive_seconds!r}: use 0 to disable, or at least 0.1 seconds")
         model = config.model if config.model is not None else ModelSettings.from_env()
         state = ServerState(
             router=ModelRouter(model),
@@ -288,9 +303,7 @@ class LocalServerHandle:
 
     def allow_origin(self, origin: str) -> None:
         """Let browser pages from ``origin`` (``scheme://host[:port]``) open ``/ws`` and call ``/admin``."""
-        if not isinstance(origin, str) or "://" not in origin:
-            raise ValueError(f"invalid origin {origin!r}: expected scheme://host[:port], for example http://localhost:8888")
-        self._http.allowed_origins.add(origin.rstrip("/"))
+        self._http.allowed_origins.add(check_origin(origin))
 
     @property
     def allowed_origins(self) -> frozenset[str]:

@@ -34,6 +34,8 @@ def load_scenario(path: str | Path) -> dict[str, Any]:
         raise ScenarioError(f"scenario {path} is not valid JSON: {exc}") from None
     if not isinstance(scenario, dict):
         raise ScenarioError(f"scenario {path} must be a JSON object")
+    if not {"mockLlmScript", "server", "steps"} & scenario.keys():
+        raise ScenarioError(f"{path} is not a scenario: it has none of mockLlmScript, server and steps")
     _check(scenario, path)
     return scenario
 

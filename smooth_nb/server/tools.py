@@ -2,12 +2,17 @@
 
 A :class:`Tool` has the attributes the engine reads (``name``, ``description``,
 ``parameters``, ``execute``), so it is handed to the agent as it is. Handlers
-may be plain or async functions taking the parsed arguments as one dict; a
-result that is not a string is sent to the model as JSON.
+take the parsed arguments as one dict. A result that is not a string is sent
+to the model as JSON.
+
+An async handler runs on the server's loop. A plain function runs in a worker
+thread, so a slow or blocking tool never stalls the server, the chat widget or
+other sessions; inside a notebook that is the kernel's loop.
 """
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import json
 import re
@@ -41,9 +46,12 @@ class Tool:
 
     async def execute(self, arguments: dict[str, Any]) -> str:
         try:
-            result = self.handler(arguments)
-            if inspect.isawaitable(result):
-                result = await result
+            if inspect.iscoroutinefunction(self.handler):
+                result = await self.handler(arguments)
+            else:
+                result = await asyncio.to_thread(self.handler, arguments)
+                if inspect.isawaitable(result):
+                    result = await result
         except Exception:
             # The engine turns the exception into an error result for the model;
             # the traceback is kept for the person debugging the turn.
