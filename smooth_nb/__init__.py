@@ -24,7 +24,17 @@ if TYPE_CHECKING:
     from smooth_nb.notebook.handle import NotebookServer
     from smooth_nb.server import LocalServer, LocalServerHandle, ServerConfig, Tool, serve_local
 
-__all__ = ["LocalServer", "LocalServerHandle", "ServerConfig", "Tool", "compare", "current", "serve_local", "__version__"]
+__all__ = [
+    "ExportError",
+    "LocalServer",
+    "LocalServerHandle",
+    "ServerConfig",
+    "Tool",
+    "compare",
+    "current",
+    "serve_local",
+    "__version__",
+]
 
 _SERVER_NAMES = frozenset({"LocalServer", "LocalServerBuilder", "LocalServerHandle", "ServerConfig", "Tool", "serve_local"})
 
@@ -35,6 +45,10 @@ def __getattr__(name: str) -> Any:
         from smooth_nb import server
 
         return getattr(server, name)
+    if name == "ExportError":
+        from smooth_nb.notebook.export import ExportError
+
+        return ExportError
     raise AttributeError(f"module 'smooth_nb' has no attribute {name!r}")
 
 

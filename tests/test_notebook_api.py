@@ -132,3 +132,26 @@ async def test_send_after_stop_raises_connection_error(srv):
 
     with pytest.raises(ConnectionError, match="still running"):
         await chat.send("are you there?")
+
+
+async def test_new_session_after_stop_raises_connection_error(srv):
+    import smooth_nb
+
+    srv.stop()
+    chat = srv.session()
+
+    with pytest.raises(ConnectionError, match="still running"):
+        await chat.send("hello?")
+    assert smooth_nb.ExportError is ExportError, "ExportError is importable from the package"
+
+
+async def test_mock_error_fails_turn_cleanly(srv):
+    srv.mock.error("the gateway is down")
+    chat = srv.session()
+    failed = await chat.send("hi")
+    after = await chat.send("hi again")
+    await chat.close()
+
+    assert failed.error["code"] == "TURN_FAILED"
+    assert failed.error["message"] == "the turn failed: the gateway is down"
+    assert after.text == "fallback"

@@ -69,7 +69,12 @@ class Chat:
         if self._socket is None:
             from tornado.websocket import websocket_connect
 
-            self._socket = await websocket_connect(self._url)
+            try:
+                self._socket = await websocket_connect(self._url)
+            except OSError as exc:
+                raise ConnectionError(
+                    f"cannot connect to the server ({exc.strerror or exc}); is it still running? (%smooth_local status)"
+                ) from None
             reply = await self._request({"action": "create_conversation_session", **self.create_fields})
             self.session_id = reply["data"]["sessionId"]
         assert self.session_id is not None

@@ -231,7 +231,9 @@ class TurnRun:
             logger.warning(
                 "turn %s on session %s failed: %s: %s", self.request_id, self.session.session_id, type(exc).__name__, exc
             )
-            self.send(protocol.error(self.request_id, protocol.TURN_FAILED, f"the turn failed: {type(exc).__name__}: {exc}"))
+            # A private class name (the mock's scripted error) tells the reader nothing.
+            kind = "" if type(exc).__name__.startswith("_") else f"{type(exc).__name__}: "
+            self.send(protocol.error(self.request_id, protocol.TURN_FAILED, f"the turn failed: {kind}{exc}"))
             return
 
         response = protocol.agent_response(reply)
