@@ -15,7 +15,6 @@ Screenshots go to ``test-artifacts/`` under the repository root.
 from __future__ import annotations
 
 import contextlib
-import os
 import signal
 import threading
 import time
@@ -26,23 +25,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Locator, Page, expect
 
 from smooth_nb.notebook.widget import fallback_html
+from tests.support.browser import launch_chromium
 from tests.support.cli import clean_env, serve
 from tests.support.stand_in_gateway import run_stand_in_gateway
 from tests.support.wire import REPO
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-dev-shm-usage",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 ARTIFACTS = REPO / "test-artifacts"
 
 RETURNS_QUESTION = "How long do I have to return an order?"
@@ -59,18 +49,7 @@ WAIT_MS = 30_000
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    if not CHROMIUM.exists():
-        reason = f"Chromium not found at {CHROMIUM}; install the Debian 'chromium' package to run browser tests"
-        if os.environ.get("CI"):
-            pytest.fail(f"{reason}. CI is set, and CI must run these tests.")
-        pytest.skip(reason)
-
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
+    yield from launch_chromium()
 
 
 @pytest.fixture

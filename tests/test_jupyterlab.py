@@ -45,12 +45,12 @@ from urllib.parse import urlsplit
 
 import nbformat
 import pytest
-from playwright.sync_api import Browser, Page, Route, expect, sync_playwright
+from playwright.sync_api import Browser, Page, Route, expect
 from playwright.sync_api import Error as PlaywrightError
 
+from tests.support.browser import launch_chromium
 from tests.support.cli import clean_env
 from tests.support.wire import REPO
-from tests.test_browser import CHROMIUM, CHROMIUM_ARGS
 
 ARTIFACTS = REPO / "test-artifacts"
 NOTEBOOK_NAME = "smooth-chat.ipynb"
@@ -300,18 +300,7 @@ def start_jupyter() -> Iterator[Callable[[str], JupyterServer]]:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    if not CHROMIUM.exists():
-        reason = f"Chromium not found at {CHROMIUM}; install the Debian 'chromium' package to run browser tests"
-        if os.environ.get("CI"):
-            pytest.fail(f"{reason}. CI is set, and CI must run these tests.")
-        pytest.skip(reason)
-
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
+    yield from launch_chromium()
 
 
 @dataclass

@@ -8,7 +8,6 @@ read from the server's live log, is always current.
 
 from __future__ import annotations
 
-import html
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
