@@ -152,21 +152,30 @@ def _start(words: list[str]) -> Any:
     return server
 
 
-def _stop() -> None:
+_NOT_RUNNING = "No smooth-nb server is running in this kernel. Start one with %smooth_local start."
+
+
+def _stop_running() -> Any:
+    """Stop the kernel's server and forget it; return it, or None when none was running."""
     server = notebook.running_server()
+    if server is not None:
+        server.stop()
+        notebook.set_running_server(None)
+    return server
+
+
+def _stop() -> None:
+    server = _stop_running()
     if server is None:
-        print("No smooth-nb server is running in this kernel.")
+        print(_NOT_RUNNING)
         return
-    server.stop()
-    notebook.set_running_server(None)
     print(f"Stopped the smooth-nb server at {server.ws_url}.")
 
 
 def _status() -> Any:
     server = notebook.running_server()
     if server is None:
-        print("No smooth-nb server is running in this kernel. Start one with %smooth_local start.")
-        return None
+        print(_NOT_RUNNING)
     return server
 
 
@@ -175,7 +184,7 @@ def _widget() -> None:
 
     server = notebook.running_server()
     if server is None:
-        print("No smooth-nb server is running in this kernel. Start one with %smooth_local start.")
+        print(_NOT_RUNNING)
         return
     display(server.widget())
 
@@ -232,9 +241,7 @@ def _register_exit_hook() -> None:
 
 
 def _stop_at_exit() -> None:
-    server = notebook.running_server()
-    if server is not None:
-        server.stop()
+    _stop_running()
 
 
 def load(ipython: Any) -> None:
@@ -242,8 +249,5 @@ def load(ipython: Any) -> None:
 
 
 def unload(ipython: Any) -> None:
-    server = notebook.running_server()
-    if server is not None:
-        server.stop()
-        notebook.set_running_server(None)
+    _stop_running()
     ipython.magics_manager.magics["line"].pop("smooth_local", None)

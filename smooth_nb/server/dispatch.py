@@ -125,10 +125,7 @@ class Connection:
                 continue
             running = self.turn is not None and not self.turn.done()
             request_id = self.turn_request_id if running and self.turn_request_id else "keepalive"
-            frame: dict[str, Any] = {"type": "keepalive", "data": {"requestId": request_id}, "timestamp": protocol.now_ms()}
-            if running:
-                frame["requestId"] = request_id
-            self.send(frame)
+            self.send(protocol.keepalive(request_id, turn_running=running))
 
     # -- receiving ----------------------------------------------------------
 
@@ -315,8 +312,7 @@ class Connection:
                 "errors": [error.wire() for error in errors],
                 "message": INVALID_SUMMARY,
             }
-            frame_out = {"type": "interaction_invalid", "requestId": echo, "data": {"requestId": echo, "data": data}}
-            self.send(frame_out)
+            self.send(protocol.turn_event("interaction_invalid", echo, data))
             return
         session = self.state.store.get_session(session_id)
         if session is not None and park.interaction.kind == "identity_intake":
@@ -337,7 +333,7 @@ class Connection:
             "attemptsRemaining": 0,
             "message": "no one-time password is pending: this server has no OTP verification service installed",
         }
-        self.send({"type": "otp_invalid", "requestId": echo, "data": {"requestId": echo, "data": data}, "timestamp": protocol.now_ms()})
+        self.send(protocol.turn_event("otp_invalid", echo, data))
 
     def _session(self, frame: dict[str, Any]) -> Session:
         session_id = protocol.required_str(frame, "sessionId")

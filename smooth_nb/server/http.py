@@ -250,7 +250,12 @@ def log_request(handler: tornado.web.RequestHandler) -> None:
     would put the token in the log.
     """
     status = handler.get_status()
-    log = access_log.info if status < 400 else access_log.warning if status < 500 else access_log.error
+    if status < 400:
+        log = access_log.info
+    elif status < 500:
+        log = access_log.warning
+    else:
+        log = access_log.error
     request = handler.request
     log("%d %s %s (%s) %.2fms", status, request.method, request.path, request.remote_ip, 1000.0 * request.request_time())
 

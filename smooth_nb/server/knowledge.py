@@ -80,9 +80,6 @@ class KnowledgeBase:
         counts = Counter(terms(content))
         self._documents[source] = _Document(source, content, counts, sum(counts.values()))
 
-    # The engine's retriever interface calls this ``ingest``.
-    ingest = add
-
     def add_many(self, documents: list[tuple[str, str]], *, label: str) -> None:
         """Add ``(source, content)`` pairs and record them as one indexing run."""
         started = _now()
@@ -157,7 +154,6 @@ class KnowledgeBase:
 
 
 #: The demo knowledge base loaded by ``--seed-kb``: one ``policies`` document set.
-DEMO_DOCUMENT_SET = "policies"
 DEMO_DOCUMENTS = {
     "policies/returns.md": (
         "Return policy: an order can be returned for a full refund for exactly 17 days after delivery. "

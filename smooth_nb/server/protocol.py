@@ -31,22 +31,6 @@ CONVERSATION_FULL = "CONVERSATION_FULL"
 #: ``send_message.message`` bounds from the protocol's send-message schema.
 MESSAGE_MAX_CHARS = 10_000
 
-#: Actions the protocol defines; an action outside this set is UNSUPPORTED_ACTION.
-KNOWN_ACTIONS = frozenset(
-    {
-        "ping",
-        "create_conversation_session",
-        "get_session",
-        "get_conversation_messages",
-        "send_message",
-        "cancel",
-        "confirm_tool_action",
-        "verify_otp",
-        "submit_interaction",
-    }
-)
-
-
 class ProtocolError(Exception):
     """A client error that becomes one ``error`` event; the connection stays open."""
 
@@ -118,6 +102,34 @@ def eventual_response(request_id: str, data: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def cancelled(request_id: str) -> dict[str, Any]:
+    """Build the terminal ``cancelled`` event (499) of a cancelled turn."""
+    return {
+        "type": "cancelled",
+        "requestId": request_id,
+        "status": 499,
+        "data": {"requestId": request_id, "status": 499},
+        "timestamp": now_ms(),
+    }
+
+
+def keepalive(request_id: str, *, turn_running: bool) -> dict[str, Any]:
+    """Build a ``keepalive``; the top-level ``requestId`` is set only while a turn runs."""
+    frame: dict[str, Any] = {"type": "keepalive", "data": {"requestId": request_id}, "timestamp": now_ms()}
+    if turn_running:
+        frame["requestId"] = request_id
+    return frame
+
+
+def turn_event(kind: str, request_id: str, payload: dict[str, Any]) -> dict[str, Any]:
+    """Build an event whose payload sits in ``data.data`` beside ``data.requestId``.
+
+    This is the shape of ``write_confirmation_required``, ``interaction_required``,
+    ``interaction_invalid`` and ``otp_invalid``.
+    """
+    return {"type": kind, "requestId": request_id, "data": {"requestId": request_id, "data": payload}, "timestamp": now_ms()}
+
+
 def agent_response(text: str) -> dict[str, Any]:
     """Build the ``GeneralAgentResponse`` a plain-text turn reports.
 
@@ -166,22 +178,22 @@ def required_str(frame: dict[str, Any], field: str) -> str:
     return value
 
 
-def optional_str(frame: dict[str, Any], field: str) -> str | None:
+def _optional(frame: dict[str, Any], field: str, kind: type, expected: str) -> Any:
+    """Return ``frame[field]``, None when it is absent or null; raise VALIDATION_ERROR unless it is a ``kind``."""
     value = frame.get(field)
     if value is None:
         return None
-    if not isinstance(value, str):
-        raise _invalid(field, "a string", value)
+    if not isinstance(value, kind):
+        raise _invalid(field, expected, value)
     return value
+
+
+def optional_str(frame: dict[str, Any], field: str) -> str | None:
+    return _optional(frame, field, str, "a string")
 
 
 def optional_bool(frame: dict[str, Any], field: str) -> bool | None:
-    value = frame.get(field)
-    if value is None:
-        return None
-    if not isinstance(value, bool):
-        raise _invalid(field, "a boolean", value)
-    return value
+    return _optional(frame, field, bool, "a boolean")
 
 
 def optional_int(frame: dict[str, Any], field: str, *, minimum: int, maximum: int) -> int | None:
@@ -197,36 +209,15 @@ def optional_int(frame: dict[str, Any], field: str, *, minimum: int, maximum: in
 
 
 def optional_object(frame: dict[str, Any], field: str) -> dict[str, Any] | None:
-    value = frame.get(field)
-    if value is None:
-        return None
-    if not isinstance(value, dict):
-        raise _invalid(field, "an object", value)
-    return value
+    return _optional(frame, field, dict, "an object")
 
 
 def optional_list(frame: dict[str, Any], field: str) -> list[Any] | None:
-    value = frame.get(field)
-    if value is None:
-        return None
-    if not isinstance(value, list):
-        raise _invalid(field, "an array", value)
-    return value
+    return _optional(frame, field, list, "an array")
 
 
 def optional_str_list(frame: dict[str, Any], field: str) -> list[str] | None:
-    value = frame.get(field)
-    if value is None:
-        return None
-    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+    value = _optional(frame, field, list, "an array of strings")
+    if value is not None and not all(isinstance(item, str) for item in value):
         raise _invalid(field, "an array of strings", value)
-    return value
-
-
-def required_uuid(frame: dict[str, Any], field: str) -> str:
-    value = required_str(frame, field)
-    try:
-        uuid.UUID(value)
-    except ValueError:
-        raise ProtocolError(VALIDATION_ERROR, f"invalid '{field}': {value[:64]!r} is not a UUID") from None
     return value

@@ -8,7 +8,6 @@ the oldest message of the previous page).
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -43,7 +42,6 @@ class Session:
     user_email: str | None = None
     supports: list[str] = field(default_factory=list)
     metadata: dict[str, Any] = field(default_factory=dict)
-    last_active: float = field(default_factory=time.monotonic)
 
 
 @dataclass(slots=True)
@@ -78,7 +76,6 @@ class MemoryStore:
         # Insertion order is recency order: get_session moves a session to the end.
         self.sessions: dict[str, Session] = {}
         self.conversations: dict[str, Conversation] = {}
-        self.evicted = 0
         #: Returns True for sessions that must not be evicted (a running or parked turn).
         self.is_busy: Any = lambda session_id: False
 
@@ -114,13 +111,11 @@ class MemoryStore:
                 raise StoreFull(f"all {self.max_sessions} sessions have a turn running or parked; none can be evicted")
             del self.sessions[victim.session_id]
             del self.conversations[victim.conversation_id]
-            self.evicted += 1
 
     def get_session(self, session_id: str) -> Session | None:
         session = self.sessions.pop(session_id, None)
         if session is not None:
-            session.last_active = time.monotonic()
-            self.sessions[session_id] = session
+            self.sessions[session_id] = session  # moved to the end: the most recently used
         return session
 
     def append(self, session: Session, direction: str, text: str, structured: dict[str, Any] | None = None) -> Message:

@@ -31,7 +31,6 @@ class TurnRecord:
     #: History the turn started from, as ``{"role", "content"}`` messages.
     history: list[dict[str, Any]]
     started: float = field(default_factory=time.perf_counter)
-    started_wall: float = field(default_factory=time.time)
     #: ``(seconds since start, frame)`` for each frame sent while the turn was open.
     frames: list[tuple[float, dict[str, Any]]] = field(default_factory=list)
     #: ``(seconds since start, frame)`` for each action the client sent for this turn.

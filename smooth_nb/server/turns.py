@@ -128,8 +128,8 @@ class TurnRun:
         """Park until the client approves or denies running tool ``name``."""
         park = Park("confirmation", self.request_id, asyncio.get_running_loop().create_future(), name)
         description = f"Run tool {name} with arguments {json.dumps(arguments, ensure_ascii=False)[:500]}"
-        data = {"requestId": self.request_id, "data": {"toolId": name, "actionDescription": description}}
-        self.send({"type": "write_confirmation_required", "requestId": self.request_id, "data": data, "timestamp": protocol.now_ms()})
+        payload = {"toolId": name, "actionDescription": description}
+        self.send(protocol.turn_event("write_confirmation_required", self.request_id, payload))
         self._flush_deferred(name)
         logger.info("turn %s parked on %s", self.request_id, park.describe())
         return bool(await self._wait(park))
@@ -149,8 +149,7 @@ class TurnRun:
             spec=spec,
         )
         payload = {"interactionId": park.interaction_id, "kind": kind.kind, "spec": spec, "reason": reason}
-        data = {"requestId": self.request_id, "data": payload}
-        self.send({"type": "interaction_required", "requestId": self.request_id, "data": data, "timestamp": protocol.now_ms()})
+        self.send(protocol.turn_event("interaction_required", self.request_id, payload))
         self._flush_deferred(kind.tool_name)
         logger.info("turn %s parked on %s", self.request_id, park.describe())
         outcome = await self._wait(park)
@@ -178,7 +177,7 @@ class TurnRun:
         current_record.set(self.record)
         state = self.state
         overrides = state.session_overrides.get(self.session.session_id, {})
-        knowledge = state.knowledge if len(state.knowledge) else None
+        knowledge = _Grounding(state.knowledge) if len(state.knowledge) else None
         confirm_names = {name for name, tool in state.tools.items() if tool.confirm}
         tool_errors: list[tuple[str, bool]] = []
         reply = ""
@@ -225,7 +224,7 @@ class TurnRun:
             # a stopping server has already sent this turn its terminal error.
             logger.info("turn %s on session %s cancelled", self.request_id, self.session.session_id)
             if not state.closing:
-                self.send(_cancelled(self.request_id))
+                self.send(protocol.cancelled(self.request_id))
             raise
         except Exception as exc:
             logger.warning(
@@ -246,10 +245,33 @@ class TurnRun:
             if cost_usd and state.router.settings.mode == "gateway":
                 data["usage"]["costUsd"] = float(cost_usd)
         if knowledge is not None:
-            citations = [_citation(hit) for hit in knowledge.query(self.text, KNOWLEDGE_TOP_K)]
+            hits = knowledge.hits if knowledge.hits is not None else knowledge.query(self.text, KNOWLEDGE_TOP_K)
+            citations = [_citation(hit) for hit in hits]
             if citations:
                 data["citations"] = citations
         self.send(protocol.eventual_response(self.request_id, data))
+
+
+class _Grounding:
+    """The knowledge base as one turn uses it: it keeps the passages the engine retrieved.
+
+    The turn cites exactly those passages, without ranking the knowledge base a
+    second time, even when a tool changes the knowledge base during the turn.
+    """
+
+    def __init__(self, knowledge: Any) -> None:
+        self._knowledge = knowledge
+        self.hits: list[Any] | None = None
+
+    def __len__(self) -> int:
+        return len(self._knowledge)
+
+    def search(self, query: str, top_k: int = 4) -> list[Any]:
+        return self._knowledge.search(query, top_k)
+
+    def query(self, query: str, top_k: int = KNOWLEDGE_TOP_K) -> list[Any]:
+        self.hits = self._knowledge.query(query, top_k)
+        return self.hits
 
 
 class _RaiseTool:
@@ -274,7 +296,7 @@ def start_turn(
 ) -> asyncio.Task[None]:
     store = connection.state.store
     prior = store.history(session, last=connection.state.history_messages)
-    history = [{"role": "user" if m.direction == "inbound" else "assistant", "content": m.text} for m in prior]
+    history = [{"role": message.role, "content": message.text} for message in prior]
     record = connection.state.turn_log.start(TurnRecord(request_id, session.session_id, text, history))
     connection.record = record
     user_message = store.append(session, "inbound", text)
@@ -287,16 +309,6 @@ def start_turn(
     task = asyncio.get_running_loop().create_task(run.run(history), name=f"smooth-nb turn {request_id}")
     task.add_done_callback(lambda _: busy.discard(session.session_id))
     return task
-
-
-def _cancelled(request_id: str) -> dict[str, Any]:
-    return {
-        "type": "cancelled",
-        "requestId": request_id,
-        "status": 499,
-        "data": {"requestId": request_id, "status": 499},
-        "timestamp": protocol.now_ms(),
-    }
 
 
 def _parse_arguments(raw: str) -> Any:
