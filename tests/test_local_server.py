@@ -155,21 +155,42 @@ async def test_busy_port_error_names_address():
         await first.shutdown()
 
 
-async def test_shutdown_ends_running_turn_and_closes_sockets():
-    release = asyncio.Event()
+class SlowTool:
+    """A tool that waits until released, so a test can act while a turn is inside it."""
 
-    async def slow(arguments):
-        await release.wait()
-        return "never"
+    def __init__(self) -> None:
+        self.release = asyncio.Event()
+        self.finished: list[bool] = []
 
-    tool = Tool("slow_lookup", "waits forever", slow)
-    script = ModelSettings(mode="script", script=({"kind": "toolCall", "name": "slow_lookup", "arguments": "{}"},))
-    handle = await LocalServer.builder().addr("127.0.0.1:0").model(script).tools([tool]).spawn()
+    async def __call__(self, arguments):
+        await self.release.wait()
+        self.finished.append(True)
+        return "late"
+
+
+async def spawn_with_slow_tool(slow: SlowTool, *, then_text: str | None = "never sent"):
+    """Start a server whose scripted model calls ``slow_lookup``, then answers ``then_text``."""
+    script = [{"kind": "toolCall", "name": "slow_lookup", "arguments": "{}"}]
+    if then_text is not None:
+        script.append({"kind": "text", "text": then_text})
+    model = ModelSettings(mode="script", script=tuple(script))
+    return await LocalServer.builder().addr("127.0.0.1:0").model(model).tools([Tool("slow_lookup", "waits", slow)]).spawn()
+
+
+async def turn_inside_tool(handle, message: str = "hi") -> tuple[WireClient, str]:
+    """Open a session and send a turn; return once the turn is waiting inside the slow tool."""
     wire = await WireClient.connect(handle.ws_url)
     session_id = await wire.create_session()
-    await wire.send({"action": "send_message", "requestId": "t-1", "sessionId": session_id, "message": "hi"})
-    await wire.recv()
-    await wire.recv()  # the toolCall chunk: the turn is now inside the tool
+    await wire.send({"action": "send_message", "requestId": "t-1", "sessionId": session_id, "message": message})
+    await wire.recv()  # the 202 acknowledgement
+    await wire.recv()  # the toolCall chunk
+    return wire, session_id
+
+
+async def test_shutdown_ends_running_turn_and_closes_sockets():
+    slow = SlowTool()
+    handle = await spawn_with_slow_tool(slow, then_text=None)
+    wire, _ = await turn_inside_tool(handle)
 
     await handle.shutdown()
     frames = []
@@ -214,26 +235,16 @@ async def test_tool_runs_in_turn():
 
 
 async def test_disconnect_mid_turn_ends_turn():
-    release = asyncio.Event()
-
-    async def slow(arguments):
-        await release.wait()
-        return "late"
-
-    script = ModelSettings(mode="script", script=({"kind": "toolCall", "name": "slow_lookup", "arguments": "{}"}, {"kind": "text", "text": "never sent"}))
-    handle = await LocalServer.builder().addr("127.0.0.1:0").model(script).tools([Tool("slow_lookup", "waits", slow)]).spawn()
+    slow = SlowTool()
+    handle = await spawn_with_slow_tool(slow)
     try:
-        wire = await WireClient.connect(handle.ws_url)
-        session_id = await wire.create_session()
-        await wire.send({"action": "send_message", "requestId": "t-1", "sessionId": session_id, "message": "hi"})
-        await wire.recv()
-        await wire.recv()  # the toolCall chunk: the turn waits inside the tool
+        wire, _ = await turn_inside_tool(handle)
         await wire.close()
         for _ in range(100):
             if not handle.state.busy_sessions:
                 break
             await asyncio.sleep(0.02)
-        release.set()
+        slow.release.set()
         await asyncio.sleep(0.05)
         record = handle.state.turn_log.get("t-1")
         remaining = handle.state.router.scripted_pending
@@ -246,25 +257,13 @@ async def test_disconnect_mid_turn_ends_turn():
 
 
 async def test_cancel_stops_before_next_model_call():
-    release = asyncio.Event()
-    finished = []
-
-    async def slow(arguments):
-        await release.wait()
-        finished.append(True)
-        return "late"
-
-    script = ModelSettings(mode="script", script=({"kind": "toolCall", "name": "slow_lookup", "arguments": "{}"}, {"kind": "text", "text": "never sent"}))
-    handle = await LocalServer.builder().addr("127.0.0.1:0").model(script).tools([Tool("slow_lookup", "waits", slow)]).spawn()
+    slow = SlowTool()
+    handle = await spawn_with_slow_tool(slow)
     try:
-        wire = await WireClient.connect(handle.ws_url)
-        session_id = await wire.create_session()
-        await wire.send({"action": "send_message", "requestId": "t-1", "sessionId": session_id, "message": "keep this"})
-        await wire.recv()
-        await wire.recv()
+        wire, session_id = await turn_inside_tool(handle, "keep this")
         await wire.send({"action": "cancel", "requestId": "t-1", "sessionId": session_id})
         cancelled = await wire.recv()
-        release.set()
+        slow.release.set()
         await asyncio.sleep(0.05)
         history = await wire.request({"action": "get_conversation_messages", "sessionId": session_id})
         await wire.close()
@@ -274,6 +273,6 @@ async def test_cancel_stops_before_next_model_call():
 
     assert cancelled["type"] == "cancelled"
     assert cancelled["requestId"] == "t-1"
-    assert finished == [], "the cancelled tool call did not run to its end"
+    assert slow.finished == [], "the cancelled tool call did not run to its end"
     assert calls == 1, "no model call after the cancel"
     assert [m["content"]["text"] for m in history["data"]["messages"]] == ["keep this"]

@@ -195,31 +195,18 @@ def test_kernel_restart_frees_port() -> None:
         assert not accepts_connections(port), f"port {port} still accepts connections after the kernel restarted"
 
 
-def test_stop_frees_port_clears_current(kernel: BlockingKernelClient) -> None:
+@pytest.mark.parametrize("command", ["%smooth_local stop", "%unload_ext smooth_nb"])
+def test_stop_frees_port_clears_current(kernel: BlockingKernelClient, command: str) -> None:
     start_server(kernel)
     port = evaluate(kernel, "srv.addr[1]")
     assert accepts_connections(port), f"the server is not listening on port {port} after start"
 
-    stopped = run_cell(kernel, "%smooth_local stop")
+    stopped = run_cell(kernel, command)
 
-    assert not stopped.errors, f"%smooth_local stop raised: {stopped.errors}"
-    assert not accepts_connections(port), f"port {port} still accepts connections after %smooth_local stop"
+    assert not stopped.errors, f"{command} raised: {stopped.errors}"
+    assert not accepts_connections(port), f"port {port} still accepts connections after {command}"
     assert evaluate(kernel, "import smooth_nb\nsmooth_nb.current() is None") is True, (
-        "smooth_nb.current() still returns a server after %smooth_local stop"
-    )
-
-
-def test_unload_ext_stops_server(kernel: BlockingKernelClient) -> None:
-    start_server(kernel)
-    port = evaluate(kernel, "srv.addr[1]")
-    assert accepts_connections(port), f"the server is not listening on port {port} after start"
-
-    unloaded = run_cell(kernel, "%unload_ext smooth_nb")
-
-    assert not unloaded.errors, f"%unload_ext smooth_nb raised: {unloaded.errors}"
-    assert not accepts_connections(port), f"port {port} still accepts connections after %unload_ext smooth_nb"
-    assert evaluate(kernel, "import smooth_nb\nsmooth_nb.current() is None") is True, (
-        "smooth_nb.current() still returns a server after %unload_ext smooth_nb"
+        f"smooth_nb.current() still returns a server after {command}"
     )
 
 
