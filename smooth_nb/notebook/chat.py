@@ -152,8 +152,8 @@ class Chat:
             reply = await self._read(remaining)
             if reply.get("type") == "keepalive":
                 continue
-            # A frame belongs to the turn its requestId names; one for another turn
-            # of this chat (a rejected second send) must not land in this one.
+            # A frame belongs to the turn its requestId names, so the error of a
+            # rejected second send never lands in the turn being followed.
             owner = self._frames.get(str(reply.get("requestId")), frames)
             owner.frames.append((owner.now(), reply))
 

@@ -231,9 +231,10 @@ class Connection:
         protocol.optional_list(frame, "images")
         protocol.optional_list(frame, "files")
         skill = protocol.optional_str(frame, "skill")
+
         session = self._session(frame)
         if skill is not None:
-            raise ProtocolError("SKILL_NOT_FOUND", f"skill {skill[:128]!r} not found: this server has no skills installed")
+            raise ProtocolError(protocol.SKILL_NOT_FOUND, f"skill {skill[:128]!r} not found: this server has no skills installed")
         if self.state.closing:
             raise ProtocolError(protocol.SERVER_SHUTTING_DOWN, "the server is shutting down; no new turns start")
         if self.turn is not None and not self.turn.done():
@@ -242,8 +243,9 @@ class Connection:
                 f"a turn (requestId {self.turn_request_id}) is still running on this connection; "
                 "wait for its eventual_response or send cancel",
             )
+        router = self.state.router
         try:
-            self.state.router.check_available()
+            router.check_available()
         except LlmUnavailable as exc:
             raise ProtocolError(protocol.LLM_UNAVAILABLE, str(exc)) from None
         if not self.state.store.has_room(session, 2):
@@ -251,11 +253,11 @@ class Connection:
                 protocol.CONVERSATION_FULL,
                 f"this conversation contains the maximum of {self.state.store.max_messages} messages; start a new session",
             )
+
         self.sessions.add(session.session_id)
-        router = self.state.router
         if router.settings.mode == "script" and not router.scripted_pending:
-            # The engine's mock answers an empty reply once its script is used up; say why in the log.
-            logger.warning("the scripted model has no replies left, so this turn answers empty; restart the server to replay")
+            # The engine's mock returns an empty reply once its script is used up; the log says why.
+            logger.warning("the scripted model has no replies left, so this turn returns an empty reply; restart the server to replay")
         turn_id = request_id if request_id is not None else protocol.new_id()
         self.turn_request_id = turn_id
         self.turn = start_turn(self, session, turn_id, text, stream=stream is not False, model=model)
@@ -284,6 +286,7 @@ class Connection:
         kind = protocol.optional_str(frame, "kind")
         values = protocol.optional_object(frame, "values")
         declined = protocol.optional_bool(frame, "declined")
+
         park = self.state.parks.get(session_id)
         if park is None or park.kind != "interaction" or park.future.done() or park.interaction is None:
             raise ProtocolError(protocol.NO_PENDING_INTERACTION, f"no interaction is waiting on session {session_id[:64]!r}")
@@ -297,6 +300,7 @@ class Connection:
                 protocol.INTERACTION_MISMATCH,
                 f"kind {kind[:64]!r} does not match the parked {park.interaction.kind!r} interaction; the turn stays parked",
             )
+
         echo = request_id if request_id is not None else park.request_id
         if declined:
             self.send(protocol.immediate_response(echo, 200, {"interactionId": interaction_id, "status": "declined"}))
@@ -314,6 +318,7 @@ class Connection:
             }
             self.send(protocol.turn_event("interaction_invalid", echo, data))
             return
+
         session = self.state.store.get_session(session_id)
         if session is not None and park.interaction.kind == "identity_intake":
             for key, meta_key in (("name", "userName"), ("email", "contactEmail"), ("phone", "contactPhone")):

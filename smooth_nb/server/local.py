@@ -67,8 +67,8 @@ class ServerConfig:
     allow_no_auth: bool = False
     #: Browser origins besides the server's own allowed to open ``/ws`` and call ``/admin``.
     allowed_origins: tuple[str, ...] = ()
-    #: Host names besides loopback names and the bind address accepted in the Host header;
-    #: ``"*"`` accepts any (only sensible behind a token on a public bind).
+    #: Host names accepted in the Host header besides loopback names and the bind address.
+    #: ``"*"`` accepts any name, which is only sensible behind a token on a public bind.
     allowed_hosts: tuple[str, ...] = ()
     #: Serve the chat page at ``/`` and its script at ``/chat-widget.iife.js``.
     serve_widget: bool = False

@@ -1,8 +1,8 @@
 """One streamed turn: the engine's events mapped onto protocol frames.
 
-A turn acknowledges with ``immediate_response`` 202, streams a ``stream_token``
-per text delta and a ``stream_chunk`` per tool call and tool result, then ends
-with exactly one terminal frame: ``eventual_response`` 200 (with usage, and
+A turn acknowledges with ``immediate_response`` 202. It streams text as
+``stream_token`` frames and a ``stream_chunk`` per tool call and tool result,
+then ends with exactly one terminal frame: ``eventual_response`` 200 (with usage, and
 citations when the knowledge base grounded the prompt), ``cancelled`` 499, or an
 ``error``. The user's message is stored when the turn starts; the agent's reply
 only when the turn completes, so a cancelled or failed turn leaves no partial
@@ -230,7 +230,7 @@ class TurnRun:
             logger.warning(
                 "turn %s on session %s failed: %s: %s", self.request_id, self.session.session_id, type(exc).__name__, exc
             )
-            # A private class name (the mock's scripted error) tells the reader nothing.
+            # A private class name (the mock's scripted error) means nothing to the reader.
             kind = "" if type(exc).__name__.startswith("_") else f"{type(exc).__name__}: "
             self.send(protocol.error(self.request_id, protocol.TURN_FAILED, f"the turn failed: {kind}{exc}"))
             return
